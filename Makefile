@@ -1,0 +1,61 @@
+# The README's two commands: `make run` (set up, build, run the demo) and
+# `make test` (set up, build, run every test). Both are idempotent.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+PYTHON := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# An installed Noetic wins over Debian's packages.
+ROS_SETUP := $(wildcard /opt/ros/noetic/setup.bash)
+APT_PACKAGES := catkin ros-message-generation ros-message-runtime rosout \
+	python3-rospy python3-roslaunch python3-rostest python3-rostopic python3-rosservice \
+	python3-rosmsg python3-rosnode python3-rosparam python3-rosbag \
+	python3-actionlib python3-actionlib-tools python3-actionlib-msgs \
+	python3-std-msgs python3-std-srvs python3-diagnostic-msgs \
+	ros-std-msgs ros-std-srvs ros-actionlib-msgs ros-diagnostic-msgs \
+	libactionlib-msgs-dev libstd-msgs-dev libstd-srvs-dev libdiagnostic-msgs-dev \
+	python3-venv python3-dev g++ make cmake
+IN_WORKSPACE := source $(ROOT)/devel/setup.bash &&
+PACKAGE_FILES := $(shell find ros_tensorflow ros_tensorflow_msgs -name '*.txt' -o -name '*.xml' -o -name '*.msg' \
+	-o -name '*.srv' -o -name '*.action' -o -name 'setup.py' -o -path '*/nodes/*')
+
+.PHONY: deps build run test lint bench clean
+
+deps: .stamps/apt .stamps/venv
+
+.stamps/apt:
+ifeq ($(ROS_SETUP),)
+	@missing=$$( (dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(APT_PACKAGES) 2>/dev/null || true) \
+		| awk '$$1 == "ii" {print $$2}' | sort | comm -13 - <(tr ' ' '\n' <<< "$(APT_PACKAGES)" | sort)); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endif
+	@mkdir -p .stamps && touch $@
+
+.stamps/venv: requirements.txt
+	[ -x $(PYTHON) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@mkdir -p .stamps && touch $@
+
+devel/setup.bash: .stamps/apt .stamps/venv $(PACKAGE_FILES)
+	$(if $(ROS_SETUP),source $(ROS_SETUP) &&) catkin_make --source $(ROOT) -DPYTHON_EXECUTABLE=$(PYTHON) >/dev/null
+	@touch $@
+
+build: devel/setup.bash
+
+run: build
+	$(IN_WORKSPACE) roslaunch ros_tensorflow node.launch demo:=true
+
+lint: .stamps/venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: build lint
+	$(IN_WORKSPACE) $(PYTHON) -m pytest ros_tensorflow/test
+
+clean:
+	rm -rf build devel install .stamps CMakeLists.txt

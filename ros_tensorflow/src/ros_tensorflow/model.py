@@ -1,0 +1,138 @@
+"""ModelWrapper: train and predict a Keras model safely from any thread."""
+
+import threading
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ros_tensorflow.tf_context import TensorFlowContext
+
+
+def build_classifier(input_dim=10, output_dim=2, hidden_units=32, learning_rate=0.1):
+    """The tutorial's classifier: one hidden ReLU layer and a softmax output."""
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(input_dim,)),
+            keras.layers.Dense(hidden_units, activation="relu"),
+            keras.layers.Dense(output_dim, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def as_samples(data, input_dim):
+    """Flat or 2-D input as a (k, input_dim) float array with k >= 1; ValueError says what was expected."""
+    x = np.asarray(data, dtype=np.float64)
+    if x.ndim == 1:
+        if x.size == 0 or x.size % input_dim:
+            raise ValueError(f"expected k * {input_dim} values (k >= 1 samples of input_dim {input_dim}), got {x.size}")
+        x = x.reshape(-1, input_dim)
+    elif x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != input_dim:
+        raise ValueError(f"expected an array of shape (k, {input_dim}) with k >= 1, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("data contains NaN or Inf")
+    return x
+
+
+class _ServingCopy:
+    """A clone of the model with its own predict function, traced once for every batch size."""
+
+    def __init__(self, model, input_dim, on_trace):
+        self.model = keras.models.clone_model(model)
+        self.lock = threading.Lock()
+
+        def forward(x):
+            on_trace()
+            return self.model(x, training=False)
+
+        spec = tf.TensorSpec([None, input_dim], tf.float32)
+        self.predict_fn = tf.function(forward).get_concrete_function(spec)
+
+
+class ModelWrapper:
+    """A Keras model that trains on one thread while other threads predict.
+
+    Predictions never run on the model being trained: they use one of two
+    serving copies. At the end of every epoch (and of the training) the
+    trained weights are copied into the copy not in use, which then becomes
+    the one in use, so a prediction always sees one whole set of weights and
+    never waits for a training batch.
+    """
+
+    def __init__(self, model=None, input_dim=10, output_dim=2, hidden_units=32, learning_rate=0.1):
+        if not tf.executing_eagerly():
+            raise RuntimeError("Keras 3 needs eager execution; do not call tf.compat.v1.disable_eager_execution()")
+        self.context = TensorFlowContext()
+        self.trace_count = 0
+        with self.context.scope():
+            self.model = model or build_classifier(input_dim, output_dim, hidden_units, learning_rate)
+            self._copies = [_ServingCopy(self.model, self.input_dim, self._count_trace) for _ in range(2)]
+        self._active = 0
+        self._train_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self.committed_at = None
+        self.commit()
+
+    @property
+    def input_dim(self):
+        return int(self.model.inputs[0].shape[-1])
+
+    @property
+    def output_dim(self):
+        return int(self.model.outputs[0].shape[-1])
+
+    def _count_trace(self):
+        self.trace_count += 1
+
+    def commit(self):
+        """Publish the trained weights to predictions, all at once."""
+        with self._commit_lock:
+            weights = self.model.get_weights()
+            standby = 1 - self._active
+            with self._copies[standby].lock:
+                self._copies[standby].model.set_weights(weights)
+            self._active = standby
+            self.committed_at = time.time()
+
+    def train(self, x, y, epochs, batch_size=32, validation_split=0.0, callbacks=()):
+        """Fit on (x, y), shuffled first: Keras takes the validation split from the end.
+
+        Blocks while another training runs. Returns the Keras History.
+        """
+        x = as_samples(x, self.input_dim)
+        y = np.asarray(y)
+        order = np.random.default_rng().permutation(len(x))
+        commit_each_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.commit())
+        with self._train_lock, self.context.scope():
+            try:
+                return self.model.fit(
+                    x[order].astype(np.float32),
+                    y[order],
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    validation_split=validation_split,
+                    callbacks=[*callbacks, commit_each_epoch],
+                    verbose=0,
+                )
+            finally:
+                self.commit()
+
+    def predict(self, x):
+        """Model output, shape (k, output_dim), for k samples given flat or as (k, input_dim)."""
+        x = as_samples(x, self.input_dim)
+        copy = self._copies[self._active]
+        with copy.lock, self.context.scope():
+            return copy.predict_fn(tf.constant(x, tf.float32)).numpy()
+
+
+def classify(output):
+    """Per-sample class (argmax) and its output value, for an output of shape (k, output_dim)."""
+    classes = np.argmax(output, axis=1)
+    return classes, output[np.arange(len(output)), classes]
