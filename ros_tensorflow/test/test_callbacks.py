@@ -1,0 +1,84 @@
+"""The Keras callbacks in real training runs."""
+
+import math
+import threading
+
+import keras
+
+from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter
+from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.model import ModelWrapper
+
+X, Y = make_synthetic(n_samples=320, seed=4)  # 10 batches of 32
+
+
+class BatchCounter(keras.callbacks.Callback):
+    """Counts training batches; requests a cancel once `cancel_at` batches have run."""
+
+    def __init__(self, cancel_at=None):
+        super().__init__()
+        self.batches = 0
+        self.cancel_at = cancel_at
+        self.cancel_requested = threading.Event()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+        if self.batches == self.cancel_at:
+            self.cancel_requested.set()
+
+
+def test_cancel_stops_at_the_end_of_the_running_batch():
+    counter = BatchCounter(cancel_at=14)
+    cancel = CancelOnRequest(counter.cancel_requested.is_set)
+    epochs = EpochEndReporter(lambda i_epoch, metrics: None)
+    ModelWrapper().train(X, Y, epochs=5, batch_size=32, validation_split=0.0, callbacks=[counter, cancel, epochs])
+    assert cancel.cancelled
+    assert counter.batches == 14
+    assert epochs.epochs_completed == 1, "the epoch cut short is not counted"
+
+
+def test_cancel_with_validation_stops_too():
+    counter = BatchCounter(cancel_at=3)
+    cancel = CancelOnRequest(counter.cancel_requested.is_set)
+    ModelWrapper().train(X, Y, epochs=5, batch_size=32, validation_split=0.5, callbacks=[counter, cancel])
+    assert cancel.cancelled and counter.batches == 3
+
+
+def test_epoch_reporter_is_called_once_per_epoch_with_metrics():
+    reports = []
+    reporter = EpochEndReporter(lambda i_epoch, metrics: reports.append((i_epoch, metrics)))
+    ModelWrapper().train(X, Y, epochs=4, batch_size=32, callbacks=[reporter])
+    assert [i for i, _ in reports] == [0, 1, 2, 3]
+    assert reporter.epochs_completed == 4 and reporter.batches_per_epoch == 10
+    for _, metrics in reports:
+        assert set(metrics) == {"loss", "acc", "val_loss", "val_acc"}
+        assert metrics["loss"] > 0 and 0 <= metrics["acc"] <= 1
+        assert math.isnan(metrics["val_loss"]) and math.isnan(metrics["val_acc"])
+
+
+def test_epoch_reporter_reports_validation_metrics():
+    reports = []
+    ModelWrapper().train(
+        X,
+        Y,
+        epochs=2,
+        batch_size=32,
+        validation_split=0.25,
+        callbacks=[EpochEndReporter(lambda i_epoch, metrics: reports.append(metrics))],
+    )
+    assert len(reports) == 2
+    assert all(m["val_loss"] > 0 and 0 <= m["val_acc"] <= 1 for m in reports)
+
+
+def test_progress_reporter_reports_every_batch_but_the_epoch_end_when_unthrottled():
+    reports = []
+    reporter = BatchProgressReporter(lambda batch, per_epoch: reports.append((batch, per_epoch)), max_rate_hz=1e9)
+    ModelWrapper().train(X, Y, epochs=2, batch_size=32, callbacks=[reporter])
+    assert reports == [(b, 10) for b in range(1, 10)] * 2
+
+
+def test_progress_reporter_is_throttled():
+    reports = []
+    reporter = BatchProgressReporter(lambda batch, per_epoch: reports.append(batch), max_rate_hz=1e-6)
+    ModelWrapper().train(X, Y, epochs=3, batch_size=32, callbacks=[reporter])
+    assert reports == [1]

@@ -1,0 +1,116 @@
+"""ModelWrapper on real TensorFlow, without ROS."""
+
+import re
+import threading
+
+import keras
+import numpy as np
+import pytest
+
+from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.model import ModelWrapper, as_samples, classify
+
+
+def run_in_thread(function):
+    """function() on a fresh thread, as rospy runs callbacks; returns its value or raises its exception."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # noqa: BLE001 - re-raised on the calling thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def mlp_forward(weights, x):
+    """The default classifier in numpy, to check which weights a prediction used."""
+    w1, b1, w2, b2 = weights
+    logits = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_train_and_predict_from_another_thread_learn_the_synthetic_data():
+    wrapper = ModelWrapper()
+    x, y = make_synthetic(n_samples=800, seed=1)
+    run_in_thread(lambda: wrapper.train(x, y, epochs=3, batch_size=32))
+    x_test, y_test = make_synthetic(n_samples=200, seed=2)
+    classes, confidences = classify(run_in_thread(lambda: wrapper.predict(x_test)))
+    assert (classes == y_test).mean() > 0.9
+    assert np.all((confidences >= 0.5) & (confidences <= 1.0))
+
+
+@pytest.mark.parametrize("k", [1, 5, 300])
+def test_predict_shapes_and_no_retrace_across_batch_sizes(k):
+    wrapper = ModelWrapper(input_dim=4, output_dim=3)
+    traces = wrapper.trace_count
+    output = wrapper.predict(np.zeros(4 * k))
+    assert output.shape == (k, 3)
+    np.testing.assert_allclose(output.sum(axis=1), 1.0, rtol=1e-5)
+    assert wrapper.predict(np.ones((k, 4))).shape == (k, 3)
+    assert wrapper.trace_count == traces
+
+
+def test_predictions_during_training_use_one_committed_set_of_weights():
+    wrapper = ModelWrapper()
+    x, y = make_synthetic(n_samples=2000, seed=3)
+    probe = x[:8]
+    committed = [wrapper.model.get_weights()]
+    snapshot = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: committed.append(wrapper.model.get_weights())
+    )
+    training = threading.Thread(target=lambda: wrapper.train(x, y, epochs=6, batch_size=8, callbacks=[snapshot]))
+    outputs = []
+
+    def predict_until_trained():
+        while training.is_alive():
+            outputs.append(wrapper.predict(probe))
+
+    training.start()
+    predictors = [threading.Thread(target=predict_until_trained) for _ in range(3)]
+    for thread in predictors:
+        thread.start()
+    for thread in [training, *predictors]:
+        thread.join(timeout=300)
+
+    expected = [mlp_forward(weights, probe) for weights in committed]
+    used = set()
+    for output in outputs:
+        matches = [i for i, want in enumerate(expected) if np.allclose(output, want, atol=1e-5)]
+        assert matches, "a prediction matched no committed set of weights"
+        used.add(matches[0])
+    assert len(used) > 1, "predictions did not see the weights change during training"
+    np.testing.assert_allclose(wrapper.predict(probe), expected[-1], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([], "expected k * 10 values"),
+        ([1.0] * 7, "got 7"),
+        ([1.0] * 15, "got 15"),
+        ([0.0] * 9 + [float("nan")], "NaN or Inf"),
+        ([0.0] * 9 + [float("inf")], "NaN or Inf"),
+        (np.zeros((2, 3)), "shape (k, 10)"),
+        (np.zeros((0, 10)), "shape (k, 10)"),
+    ],
+)
+def test_bad_input_raises_value_error_saying_what_was_expected(data, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        as_samples(data, 10)
+
+
+def test_bad_input_to_predict_and_train_raises():
+    wrapper = ModelWrapper()
+    with pytest.raises(ValueError):
+        wrapper.predict([1.0, 2.0])
+    with pytest.raises(ValueError):
+        wrapper.train(np.zeros((4, 3)), np.zeros(4), epochs=1)
