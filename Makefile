@@ -16,7 +16,7 @@ APT_PACKAGES := catkin ros-message-generation ros-message-runtime rosout \
 	ros-std-msgs ros-std-srvs ros-actionlib-msgs ros-diagnostic-msgs \
 	libactionlib-msgs-dev libstd-msgs-dev libstd-srvs-dev libdiagnostic-msgs-dev \
 	python3-venv python3-dev g++ make cmake
-IN_WORKSPACE := source $(ROOT)/devel/setup.bash &&
+IN_WORKSPACE := set +u && source $(ROOT)/devel/setup.bash &&
 PACKAGE_FILES := $(shell find ros_tensorflow ros_tensorflow_msgs -name '*.txt' -o -name '*.xml' -o -name '*.msg' \
 	-o -name '*.srv' -o -name '*.action' -o -name 'setup.py' -o -path '*/nodes/*')
 
@@ -56,6 +56,9 @@ lint: .stamps/venv
 
 test: build lint
 	$(IN_WORKSPACE) $(PYTHON) -m pytest ros_tensorflow/test
+
+bench: build
+	$(IN_WORKSPACE) TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) ros_tensorflow/test/bench.py
 
 clean:
 	rm -rf build devel install .stamps CMakeLists.txt

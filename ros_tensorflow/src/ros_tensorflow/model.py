@@ -47,13 +47,18 @@ class _ServingCopy:
     def __init__(self, model, input_dim, on_trace):
         self.model = keras.models.clone_model(model)
         self.lock = threading.Lock()
+        self.served = 0
 
         def forward(x):
             on_trace()
             return self.model(x, training=False)
 
-        spec = tf.TensorSpec([None, input_dim], tf.float32)
-        self.predict_fn = tf.function(forward).get_concrete_function(spec)
+        self._function = tf.function(forward).get_concrete_function(tf.TensorSpec([None, input_dim], tf.float32))
+
+    def predict(self, x):
+        """Call with self.lock held."""
+        self.served += len(x)
+        return self._function(tf.constant(x, tf.float32)).numpy()
 
 
 class ModelWrapper:
@@ -87,6 +92,11 @@ class ModelWrapper:
     @property
     def output_dim(self):
         return int(self.model.outputs[0].shape[-1])
+
+    @property
+    def predictions_served(self):
+        """Samples predicted so far."""
+        return sum(copy.served for copy in self._copies)
 
     def _count_trace(self):
         self.trace_count += 1
@@ -129,7 +139,7 @@ class ModelWrapper:
         x = as_samples(x, self.input_dim)
         copy = self._copies[self._active]
         with copy.lock, self.context.scope():
-            return copy.predict_fn(tf.constant(x, tf.float32)).numpy()
+            return copy.predict(x)
 
 
 def classify(output):

@@ -1,20 +1,24 @@
 """RosInterface: translates between ROS and the ROS-free core."""
 
 import math
+from datetime import UTC, datetime
 
 import actionlib
 import numpy as np
 import rospy
-from ros_tensorflow_msgs.msg import TrainAction, TrainFeedback, TrainResult
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from ros_tensorflow_msgs.msg import Prediction, TrainAction, TrainFeedback, TrainResult
 from ros_tensorflow_msgs.srv import Predict, PredictResponse
+from std_msgs.msg import Float64MultiArray
 
 from ros_tensorflow import datasets
 from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter
-from ros_tensorflow.model import ModelWrapper, classify
+from ros_tensorflow.model import ModelWrapper, as_samples, classify
+from ros_tensorflow.streaming import MicroBatcher
 
 
 class RosInterface:
-    """The `train` action, the `predict` service and the main-loop demo of one model."""
+    """The `train` action, the `predict` service, the `~input` stream and the status of one model."""
 
     def __init__(self):
         self.batch_size = rospy.get_param("~batch_size", 32)
@@ -26,6 +30,25 @@ class RosInterface:
             hidden_units=rospy.get_param("~hidden_units", 32),
             learning_rate=rospy.get_param("~learning_rate", 0.1),
         )
+        self.inputs_rejected = 0
+        self.training_epoch = None  # None while idle, else the running epoch (0-based)
+        self.model_source = "fresh"
+
+        self._prediction_pub = rospy.Publisher(
+            "~prediction", Prediction, queue_size=rospy.get_param("~queue_size", 100)
+        )
+        self._batcher = MicroBatcher(
+            self.wrapper.predict,
+            self._publish_prediction,
+            max_batch=rospy.get_param("~max_batch", 256),
+            queue_size=rospy.get_param("~queue_size", 100),
+            on_error=lambda error: rospy.logerr_throttle(5, f"prediction of ~input failed: {error}"),
+        )
+        self._input_sub = rospy.Subscriber("~input", Float64MultiArray, self._handle_input, queue_size=None)
+        self._diagnostics_pub = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=1)
+        self._diagnostics_timer = rospy.Timer(rospy.Duration(1.0), self._publish_diagnostics)
+        rospy.on_shutdown(self._batcher.close)
+
         self._predict_service = rospy.Service("predict", Predict, self._handle_predict)
         self._train_server = actionlib.SimpleActionServer(
             "train", TrainAction, execute_cb=self._execute_train, auto_start=False
@@ -55,6 +78,51 @@ class RosInterface:
             output=output.ravel().tolist(),
         )
 
+    # --- ~input stream ----------------------------------------------------------
+
+    def _handle_input(self, msg):
+        received = rospy.Time.now()
+        try:
+            samples = as_samples(msg.data, self.wrapper.input_dim)
+        except ValueError as error:
+            self.inputs_rejected += 1
+            rospy.logwarn_throttle(5, f"dropped a malformed ~input message: {error}")
+            return
+        if self._batcher.submit(received, samples):
+            rospy.logwarn_throttle(5, f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
+
+    def _publish_prediction(self, received, output):
+        classes, confidences = classify(output)
+        prediction = Prediction(
+            classes=classes.tolist(), confidences=confidences.tolist(), output=output.ravel().tolist()
+        )
+        prediction.header.stamp = received
+        self._prediction_pub.publish(prediction)
+
+    # --- status ----------------------------------------------------------------
+
+    def _publish_diagnostics(self, _event=None):
+        training = self.training_epoch is not None
+        values = {
+            "state": "training" if training else "idle",
+            "epoch": "" if not training else str(self.training_epoch),
+            "model": self.model_source,
+            "committed_at": datetime.fromtimestamp(self.wrapper.committed_at, UTC).isoformat(),
+            "predictions_served": str(self.wrapper.predictions_served),
+            "inputs_dropped": str(self._batcher.dropped),
+            "inputs_rejected": str(self.inputs_rejected),
+        }
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name=f"{rospy.get_name()}: model",
+            message=f"training epoch {self.training_epoch}" if training else "idle",
+            hardware_id=rospy.get_name(),
+            values=[KeyValue(key, value) for key, value in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = rospy.Time.now()
+        self._diagnostics_pub.publish(array)
+
     # --- train ---------------------------------------------------------------
 
     def _goal_error(self, goal):
@@ -80,17 +148,18 @@ class RosInterface:
             self._train_server.set_aborted(result, error)
             return
 
-        epochs = EpochEndReporter(
-            lambda i_epoch, metrics: self._publish_feedback(
-                i_epoch, metrics, epochs.batches_per_epoch, epochs.batches_per_epoch
-            )
-        )
+        def on_epoch(i_epoch, metrics):
+            self.training_epoch = i_epoch + 1
+            self._publish_feedback(i_epoch, metrics, epochs.batches_per_epoch, epochs.batches_per_epoch)
+
+        epochs = EpochEndReporter(on_epoch)
         progress = BatchProgressReporter(
             lambda batch, batches_per_epoch: self._publish_feedback(
                 epochs.epochs_completed - 1, epochs.last_metrics, batch, batches_per_epoch
             )
         )
         cancel = CancelOnRequest(self._train_server.is_preempt_requested)
+        self.training_epoch = 0
         try:
             self.wrapper.train(
                 x,
@@ -105,6 +174,8 @@ class RosInterface:
             result.message = f"training failed: {train_error}"
             self._train_server.set_aborted(result, result.message)
             return
+        finally:
+            self.training_epoch = None
 
         result.epochs_completed = epochs.epochs_completed
         for name, value in epochs.last_metrics.items():

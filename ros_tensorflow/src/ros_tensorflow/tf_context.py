@@ -26,8 +26,14 @@ class TensorFlowContext:
         if not self.eager:
             self.session = tf.compat.v1.get_default_session() or tf.compat.v1.Session(graph=self.graph)
 
-    @contextlib.contextmanager
     def scope(self):
+        """A context manager that re-enters the captured state; free when nothing was in force."""
+        if self.graph is None and self.strategy is None and not self.device:
+            return contextlib.nullcontext(self)
+        return self._reentered()
+
+    @contextlib.contextmanager
+    def _reentered(self):
         with contextlib.ExitStack() as stack:
             if self.graph is not None:
                 stack.enter_context(self.graph.as_default())

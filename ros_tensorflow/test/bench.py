@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""`make bench`: the node's speed against floors measured side by side in the same run.
+
+Starts its own master, the node (roslaunch), a trivial Predict server and an
+echo node, prints a table and writes it to bench_results/bench.json.
+Not a test: it checks no correctness and fails on nothing.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import rospy
+import tensorflow as tf
+from actionlib_msgs.msg import GoalStatus
+from ros_processes import LaunchedNode, Master, stop_process_group, wait_for
+from ros_tensorflow_msgs.msg import Prediction, TrainGoal
+from ros_tensorflow_msgs.srv import Predict
+from std_msgs.msg import Float64MultiArray
+
+from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.model import build_classifier
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE.parents[1] / "bench_results"
+SAMPLE = [0.5] * 10
+
+
+def percentiles_ms(seconds):
+    return {f"p{q}": float(np.percentile(seconds, q) * 1e3) for q in (50, 90, 99)}
+
+
+def timed(function, n):
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def raw_compiled_call_s(n=3000):
+    """p50 of the model's compiled call alone, numpy in and out, in this process."""
+    model = build_classifier()
+    forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([None, 10], tf.float32)
+    )
+    x = np.array([SAMPLE])
+    return float(np.median(timed(lambda: forward(tf.constant(x, tf.float32)).numpy(), n)))
+
+
+def service_latency(n=3000):
+    """/predict and the trivial server, called alternately so both see the same machine state."""
+    predict = rospy.ServiceProxy("/predict", Predict, persistent=True)
+    trivial = rospy.ServiceProxy("/trivial_predict", Predict, persistent=True)
+    for _ in range(200):
+        predict(SAMPLE), trivial(SAMPLE)
+    ours, floor = [], []
+    for _ in range(n):
+        floor += timed(lambda: trivial(SAMPLE), 1)
+        ours += timed(lambda: predict(SAMPLE), 1)
+    return ours, floor
+
+
+def predict_256_samples_per_s(n=300):
+    predict = rospy.ServiceProxy("/predict", Predict, persistent=True)
+    data = make_synthetic(n_samples=256, seed=0)[0].ravel().tolist()
+    return 256 * n / sum(timed(lambda: predict(data), n))
+
+
+class TopicProbe:
+    """Publishes to a node's input topic and times what comes back on its output topic."""
+
+    def __init__(self, input_topic, output_topic, output_type):
+        self.received = []
+        self.sub = rospy.Subscriber(output_topic, output_type, lambda _: self.received.append(time.perf_counter()))
+        self.pub = rospy.Publisher(input_topic, Float64MultiArray, queue_size=100000)
+        wait_for(lambda: self.pub.get_num_connections() and self.sub.get_num_connections(), 30, output_topic)
+
+    def keeps_up(self, rate_hz, duration=1.0):
+        """Sends at rate_hz for duration s; True if every input came back out."""
+        self.received.clear()
+        msg = Float64MultiArray(data=SAMPLE)
+        n = int(rate_hz * duration)
+        start = time.perf_counter()
+        sent = 0
+        while sent < n:
+            due = min(n, int((time.perf_counter() - start) * rate_hz) + 1)
+            for _ in range(due - sent):
+                self.pub.publish(msg)
+            sent = due
+            time.sleep(0.001)
+        try:
+            wait_for(lambda: len(self.received) >= n, 5, "all outputs")
+        except AssertionError:
+            return False
+        return True
+
+    def sustained_rate(self, rates=(500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000, 14000)):
+        """The highest of rates (msg/s) at which every input comes back out."""
+        best = 0
+        for rate in rates:
+            if not self.keeps_up(rate):
+                break
+            best = rate
+        return best
+
+    def latency(self, rate_hz=200, n=1000):
+        self.received.clear()
+        msg = Float64MultiArray(data=SAMPLE)
+        sent = []
+        for _ in range(n):
+            sent.append(time.perf_counter())
+            self.pub.publish(msg)
+            time.sleep(max(0.0, sent[-1] + 1.0 / rate_hz - time.perf_counter()))
+        wait_for(lambda: len(self.received) >= n, 30, "all outputs")
+        return np.array(self.received[:n]) - np.array(sent)
+
+    def close(self):
+        self.sub.unregister()
+        self.pub.unregister()
+
+
+def train_goal(client, goal, feedback_cb=None):
+    client.send_goal(goal, feedback_cb=feedback_cb)
+    client.wait_for_result()
+    assert client.get_state() == GoalStatus.SUCCEEDED, client.get_goal_status_text()
+
+
+def training_samples_per_s(client, epochs=20, batch_size=32, n=1000):
+    """The /train action against a bare model.fit on the same data, each after a warm-up fit."""
+    x, y = make_synthetic(n_samples=n, seed=1)
+    model = build_classifier()
+    model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
+    start = time.perf_counter()
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    bare = epochs * n / (time.perf_counter() - start)
+
+    train_goal(client, TrainGoal(epochs=1, batch_size=batch_size))
+    start = time.perf_counter()
+    train_goal(client, TrainGoal(epochs=epochs, batch_size=batch_size))
+    ours = epochs * n / (time.perf_counter() - start)
+    return ours, bare, batch_size / bare
+
+
+def during_training(client, n=2000):
+    """/predict latency while a training runs, then cancel latencies (request to PREEMPTED)."""
+    predict = rospy.ServiceProxy("/predict", Predict, persistent=True)
+    started = threading.Event()
+    client.send_goal(TrainGoal(epochs=100000, batch_size=32), feedback_cb=lambda f: started.set())
+    started.wait(60)
+    times = timed(lambda: predict(SAMPLE), n)
+    cancels = []
+    for _ in range(5):
+        if client.get_state() not in (GoalStatus.ACTIVE, GoalStatus.PENDING):
+            started.clear()
+            client.send_goal(TrainGoal(epochs=100000, batch_size=32), feedback_cb=lambda f: started.set())
+            started.wait(60)
+        start = time.perf_counter()
+        client.cancel_goal()
+        wait_for(lambda: client.get_state() == GoalStatus.PREEMPTED, 30, "PREEMPTED")
+        cancels.append(time.perf_counter() - start)
+    return times, cancels
+
+
+def main():
+    RESULTS.mkdir(exist_ok=True)
+    master = Master(tempfile.mkdtemp(prefix="bench_ros_home_"))
+    helpers = [
+        subprocess.Popen([sys.executable, str(HERE / name)], start_new_session=True)
+        for name in ("trivial_predict_server.py", "echo_node.py")
+    ]
+    node = LaunchedNode(pathlib.Path(tempfile.mkdtemp(prefix="bench_log_")))
+    try:
+        rospy.init_node("bench", disable_signals=True)
+        client = node.wait_until_ready()
+        rospy.wait_for_service("/trivial_predict", 60)
+        rows = run_all(client)
+    finally:
+        node.stop()
+        for helper in helpers:
+            stop_process_group(helper)
+        master.stop()
+    report(rows)
+
+
+def run_all(client):
+    rows = []
+
+    def row(name, value, unit, reference=None, ratio=None, target="", met=None):
+        rows.append(dict(name=name, value=value, unit=unit, reference=reference, ratio=ratio, target=target, met=met))
+        print(f"  measured: {name}", flush=True)
+
+    raw = raw_compiled_call_s()
+    ours, trivial = service_latency()
+    floor = float(np.median(trivial)) + raw
+    p = percentiles_ms(ours)
+    ratio = p["p50"] / (floor * 1e3)
+    row("/predict 1 sample p50", p["p50"], "ms", floor * 1e3, ratio, "<= 1.5 x floor", ratio <= 1.5)
+    row("/predict 1 sample p90", p["p90"], "ms")
+    row("/predict 1 sample p99", p["p99"], "ms")
+    row("  floor: trivial service p50", float(np.median(trivial)) * 1e3, "ms")
+    row("  floor: raw compiled call p50", raw * 1e3, "ms")
+    row("/predict 256 samples", predict_256_samples_per_s(), "samples/s")
+
+    echo = TopicProbe("/echo/input", "/echo/output", Float64MultiArray)
+    stream = TopicProbe("/ros_tensorflow/input", "/ros_tensorflow/prediction", Prediction)
+    echo_rate, our_rate = echo.sustained_rate(), stream.sustained_rate()
+    ratio = our_rate / echo_rate
+    row(
+        "topic: sustained rate, no drops",
+        float(our_rate),
+        "msg/s",
+        float(echo_rate),
+        ratio,
+        ">= 0.8 x echo",
+        ratio >= 0.8,
+    )
+    echo_latency, our_latency = percentiles_ms(echo.latency()), percentiles_ms(stream.latency())
+    row(
+        "topic latency p50 at 200 Hz",
+        our_latency["p50"],
+        "ms",
+        echo_latency["p50"],
+        our_latency["p50"] / echo_latency["p50"],
+    )
+    row(
+        "topic latency p99 at 200 Hz",
+        our_latency["p99"],
+        "ms",
+        echo_latency["p99"],
+        our_latency["p99"] / echo_latency["p99"],
+    )
+    echo.close()
+    stream.close()
+
+    ours, bare, batch_s = training_samples_per_s(client)
+    row("training", ours, "samples/s", bare, ours / bare, ">= 0.9 x bare model.fit", ours / bare >= 0.9)
+    times, cancels = during_training(client)
+    p = percentiles_ms(times)
+    row("/predict p99 during training", p["p99"], "ms", target="<= 10 ms", met=p["p99"] <= 10)
+    row("/predict p50 during training", p["p50"], "ms")
+    limit = (batch_s + 0.05) * 1e3
+    worst = max(cancels) * 1e3
+    row("cancel to PREEMPTED (worst of 5)", worst, "ms", limit, worst / limit, "<= 1 batch + 50 ms", worst <= limit)
+    return rows
+
+
+def report(rows):
+    def fmt(value):
+        return f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+    machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, TF {tf.__version__}"
+    header = ["measure", "value", "unit", "floor/reference", "ratio", "target", "met"]
+    table = [
+        [
+            r["name"],
+            fmt(r["value"]),
+            r["unit"],
+            fmt(r["reference"]),
+            fmt(r["ratio"]),
+            r["target"],
+            {True: "yes", False: "NO", None: ""}[r["met"]],
+        ]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header))]
+    print(f"\nros_tensorflow benchmark ({machine})")
+    for line in [header, ["-" * w for w in widths], *table]:
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |")
+    (RESULTS / "bench.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    print(f"\nwritten to {RESULTS / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()

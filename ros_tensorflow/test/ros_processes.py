@@ -1,0 +1,93 @@
+"""Start a master and the launched node, for the integration tests and the benchmark."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import actionlib
+import rosgraph
+import rospy
+import rosservice
+from ros_tensorflow_msgs.msg import TrainAction
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not come true in time."""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout, what):
+    """Poll condition() until it is true; raise WaitTimeout naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Master:
+    """A roscore of our own on a free port; sets ROS_MASTER_URI and ROS_HOME for this process and its children."""
+
+    def __init__(self, ros_home):
+        port = free_port()
+        os.environ["ROS_MASTER_URI"] = f"http://127.0.0.1:{port}"
+        os.environ["ROS_HOME"] = str(ros_home)
+        os.environ.setdefault("ROS_HOSTNAME", "127.0.0.1")
+        self.process = subprocess.Popen(
+            ["roscore", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        wait_for(rosgraph.is_master_online, 60, "roscore")
+
+    def stop(self):
+        stop_process_group(self.process)
+
+
+def stop_process_group(process, timeout=30):
+    """SIGINT, as Ctrl-C would, then SIGKILL if it does not end in time."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+class LaunchedNode:
+    """`roslaunch ros_tensorflow node.launch` with the given args, its output kept in a log file."""
+
+    def __init__(self, log_dir, **args):
+        self.log_path = log_dir / "roslaunch.log"
+        argv = ["roslaunch", "ros_tensorflow", "node.launch", "loop_rate:=0"]
+        argv += [f"{name}:={value}" for name, value in args.items()]
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_until_ready(self, timeout=120):
+        """Wait for /predict and the train action server; returns a train action client."""
+        wait_for(lambda: self._serves_predict() or self.process.poll() is not None, timeout, "the node's services")
+        assert self.process.poll() is None, f"roslaunch exited:\n{self.log()}"
+        client = actionlib.SimpleActionClient("train", TrainAction)
+        assert client.wait_for_server(rospy.Duration(timeout)), "no train action server"
+        return client
+
+    @staticmethod
+    def _serves_predict():
+        try:
+            return rosservice.get_service_node("/predict") is not None
+        except rosservice.ROSServiceIOException:
+            return False
+
+    def log(self):
+        return self.log_path.read_text()[-5000:]
+
+    def stop(self):
+        stop_process_group(self.process)
+        wait_for(lambda: not self._serves_predict(), 30, "the node to unregister")

@@ -1,0 +1,125 @@
+"""MicroBatcher with a real ModelWrapper and with a predict function the test holds back."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from ros_tensorflow.model import ModelWrapper
+from ros_tensorflow.streaming import MicroBatcher
+
+
+class Collector:
+    """deliver() target: keeps (tag, rows) in order and lets a test wait for a count."""
+
+    def __init__(self):
+        self.items = []
+        self._changed = threading.Condition()
+
+    def deliver(self, tag, rows):
+        with self._changed:
+            self.items.append((tag, rows))
+            self._changed.notify_all()
+
+    def wait_for(self, count):
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.items) >= count, timeout=60), self.items
+        return self.items
+
+
+class GatedPredict:
+    """predict() that blocks until the test opens the gate, recording every batch it is given."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.batches = []
+
+    def __call__(self, x):
+        self.started.set()
+        self.gate.wait(timeout=60)
+        self.batches.append(x.copy())
+        return x * 2
+
+
+@pytest.fixture
+def batcher_factory():
+    batchers = []
+
+    def make(predict, deliver, **kwargs):
+        batchers.append(MicroBatcher(predict, deliver, **kwargs))
+        return batchers[-1]
+
+    yield make
+    for batcher in batchers:
+        batcher.close()
+
+
+def test_inputs_queued_during_a_call_share_the_next_and_come_back_in_order(batcher_factory):
+    predict, out = GatedPredict(), Collector()
+    batcher = batcher_factory(predict, out.deliver, max_batch=256, queue_size=100)
+    batcher.submit("first", np.full((1, 2), 1.0))
+    assert predict.started.wait(timeout=60)
+    for i in range(10):
+        batcher.submit(i, np.full((i % 3 + 1, 2), float(i)))
+    predict.gate.set()
+    items = out.wait_for(11)
+    assert [tag for tag, _ in items] == ["first", *range(10)]
+    for tag, rows in items[1:]:
+        np.testing.assert_array_equal(rows, np.full((tag % 3 + 1, 2), 2.0 * tag))
+    assert len(predict.batches) == 2, "the ten queued inputs went through in one call"
+    assert batcher.dropped == 0
+
+
+def test_a_batch_holds_at_most_max_batch_samples(batcher_factory):
+    predict, out = GatedPredict(), Collector()
+    batcher = batcher_factory(predict, out.deliver, max_batch=5, queue_size=100)
+    batcher.submit(-1, np.zeros((1, 1)))
+    assert predict.started.wait(timeout=60)
+    for i in range(6):
+        batcher.submit(i, np.full((2, 1), float(i)))
+    batcher.submit("big", np.zeros((9, 1)))  # more than max_batch alone still goes, by itself
+    predict.gate.set()
+    out.wait_for(8)
+    assert [len(batch) for batch in predict.batches] == [1, 4, 4, 4, 9]
+
+
+def test_a_full_queue_drops_the_oldest_inputs_and_counts_them(batcher_factory):
+    predict, out = GatedPredict(), Collector()
+    batcher = batcher_factory(predict, out.deliver, queue_size=3)
+    batcher.submit("busy", np.zeros((1, 1)))
+    assert predict.started.wait(timeout=60)
+    dropped = [batcher.submit(i, np.full((1, 1), float(i))) for i in range(5)]
+    assert dropped == [0, 0, 0, 1, 1]
+    predict.gate.set()
+    items = out.wait_for(4)
+    assert [tag for tag, _ in items] == ["busy", 2, 3, 4]
+    assert batcher.dropped == 2
+
+
+def test_a_failing_call_is_reported_and_the_stream_goes_on(batcher_factory):
+    errors, out = [], Collector()
+
+    def predict(x):
+        if (x < 0).any():
+            raise ValueError("negative")
+        return x
+
+    batcher = batcher_factory(predict, out.deliver, max_batch=1, on_error=errors.append)
+    batcher.submit("bad", -np.ones((1, 1)))
+    batcher.submit("good", np.ones((1, 1)))
+    assert [tag for tag, _ in out.wait_for(1)] == ["good"]
+    assert [str(e) for e in errors] == ["negative"]
+
+
+def test_with_a_real_model_each_input_gets_its_own_predictions(batcher_factory):
+    wrapper, out = ModelWrapper(), Collector()
+    batcher = batcher_factory(wrapper.predict, out.deliver)
+    rng = np.random.default_rng(0)
+    inputs = [rng.random((k, 10)) for k in (1, 3, 2, 5, 1)]
+    for i, samples in enumerate(inputs):
+        batcher.submit(i, samples)
+    items = out.wait_for(len(inputs))
+    for (_, rows), samples in zip(items, inputs, strict=True):
+        np.testing.assert_allclose(rows, wrapper.predict(samples), atol=1e-6)
+    assert [tag for tag, _ in items] == list(range(len(inputs)))

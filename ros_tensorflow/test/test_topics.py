@@ -1,0 +1,99 @@
+"""The ~input/~prediction stream and the /diagnostics status of the launched node."""
+
+import threading
+
+import numpy as np
+import rospy
+from conftest import wait_for
+from diagnostic_msgs.msg import DiagnosticArray
+from ros_tensorflow_msgs.msg import Prediction, TrainGoal
+from ros_tensorflow_msgs.srv import Predict
+from std_msgs.msg import Float64MultiArray
+
+from ros_tensorflow.datasets import make_synthetic
+
+
+class Stream:
+    """A publisher to the node's ~input and the predictions it gets back."""
+
+    def __init__(self):
+        self.predictions = []
+        self.sub = rospy.Subscriber("/ros_tensorflow/prediction", Prediction, self.predictions.append)
+        self.pub = rospy.Publisher("/ros_tensorflow/input", Float64MultiArray, queue_size=1000)
+        wait_for(lambda: self.pub.get_num_connections() and self.sub.get_num_connections(), 30, "the node's topics")
+
+    def send(self, data):
+        self.pub.publish(Float64MultiArray(data=list(data)))
+
+    def close(self):
+        self.sub.unregister()
+        self.pub.unregister()
+
+
+class Diagnostics:
+    """The latest status of the node on /diagnostics, as a dict."""
+
+    def __init__(self):
+        self.latest = None
+        self._updated = threading.Condition()
+        self.sub = rospy.Subscriber("/diagnostics", DiagnosticArray, self._on_diagnostics)
+
+    def _on_diagnostics(self, array):
+        for status in array.status:
+            if status.hardware_id == "/ros_tensorflow":
+                with self._updated:
+                    self.latest = {kv.key: kv.value for kv in status.values}
+                    self._updated.notify_all()
+
+    def wait_until(self, condition, what, timeout=30):
+        with self._updated:
+            ok = self._updated.wait_for(lambda: self.latest is not None and condition(self.latest), timeout)
+        assert ok, f"timed out waiting for {what}; last status {self.latest}"
+        return self.latest
+
+
+def test_stream_answers_each_input_in_order_with_the_services_predictions(node):
+    stream = Stream()
+    predict = rospy.ServiceProxy("/predict", Predict)
+    inputs = [make_synthetic(n_samples=k, seed=k)[0] for k in (1, 4, 2, 1, 3) * 20]
+    for x in inputs:
+        stream.send(x.ravel())
+    wait_for(lambda: len(stream.predictions) == len(inputs), 60, "one prediction per input")
+    stamps = [p.header.stamp for p in stream.predictions]
+    assert stamps == sorted(stamps) and stamps[0] > rospy.Time(0)
+    for x, prediction in zip(inputs, stream.predictions, strict=True):
+        answer = predict(x.ravel().tolist())
+        assert list(prediction.classes) == list(answer.classes)
+        np.testing.assert_allclose(prediction.output, answer.output, atol=1e-6)
+        np.testing.assert_allclose(prediction.confidences, answer.confidences, atol=1e-6)
+    stream.close()
+
+
+def test_malformed_inputs_are_dropped_counted_and_the_stream_goes_on(node):
+    diagnostics = Diagnostics()
+    stream = Stream()
+    for bad in ([], [0.5] * 7, [0.5] * 9 + [float("nan")], [float("inf")] * 10):
+        stream.send(bad)
+    stream.send([0.5] * 20)
+    wait_for(lambda: stream.predictions, 30, "the prediction of the good input")
+    assert len(stream.predictions) == 1 and len(stream.predictions[0].classes) == 2
+    status = diagnostics.wait_until(lambda s: s["inputs_rejected"] == "4", "4 rejected inputs")
+    assert status["inputs_dropped"] == "0"
+    stream.close()
+
+
+def test_diagnostics_report_state_model_and_counts(node):
+    _, client = node
+    diagnostics = Diagnostics()
+    status = diagnostics.wait_until(lambda s: True, "a status")
+    assert status["state"] == "idle" and status["model"] == "fresh"
+    assert {"epoch", "committed_at", "predictions_served", "inputs_dropped", "inputs_rejected"} <= set(status)
+    served = int(status["predictions_served"])
+    rospy.ServiceProxy("/predict", Predict)([0.5] * 30)
+    diagnostics.wait_until(lambda s: int(s["predictions_served"]) == served + 3, "3 more predictions served")
+
+    client.send_goal(TrainGoal(epochs=100, batch_size=1))
+    diagnostics.wait_until(lambda s: s["state"] == "training", "state training")
+    client.cancel_goal()
+    assert client.wait_for_result(rospy.Duration(60))
+    diagnostics.wait_until(lambda s: s["state"] == "idle", "state idle again")
