@@ -5,9 +5,11 @@ import signal
 import socket
 import subprocess
 import time
+import xmlrpc.client
 
 import actionlib
 import rosgraph
+import rosnode
 import rospy
 import rosservice
 from ros_tensorflow_msgs.msg import TrainAction
@@ -61,13 +63,16 @@ def stop_process_group(process, timeout=30):
 
 
 class LaunchedNode:
-    """`roslaunch ros_tensorflow node.launch` with the given args, its output kept in a log file."""
+    """`roslaunch ros_tensorflow node.launch` with the given args, its output kept in a log file.
 
-    def __init__(self, log_dir, **args):
-        self.log_path = log_dir / "roslaunch.log"
-        argv = ["roslaunch", "ros_tensorflow", "node.launch", "loop_rate:=0"]
-        argv += [f"{name}:={value}" for name, value in args.items()]
-        with open(self.log_path, "w") as log:
+    Its data_dir defaults to a folder of its own under work_dir, so no state leaks between launches.
+    """
+
+    def __init__(self, work_dir, **args):
+        self.log_path = work_dir / "roslaunch.log"
+        args = {"loop_rate": 0, "data_dir": work_dir / "data", **args}
+        argv = ["roslaunch", "ros_tensorflow", "node.launch", *(f"{name}:={value}" for name, value in args.items())]
+        with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_until_ready(self, timeout=120):
@@ -89,5 +94,16 @@ class LaunchedNode:
         return self.log_path.read_text()[-5000:]
 
     def stop(self):
+        if self.process.poll() is not None:
+            return
         stop_process_group(self.process)
         wait_for(lambda: not self._serves_predict(), 30, "the node to unregister")
+
+    def kill_node(self, name="/ros_tensorflow"):
+        """SIGKILL the node itself, as a power cut would; then end roslaunch and clear the master of it."""
+        api = rosnode.get_api_uri(rosgraph.Master("/tests"), name)
+        _, _, pid = xmlrpc.client.ServerProxy(api).getPid("/tests")
+        os.kill(pid, signal.SIGKILL)
+        stop_process_group(self.process)
+        rosnode.cleanup_master_blacklist(rosgraph.Master("/tests"), [name])
+        wait_for(lambda: not self._serves_predict(), 30, "the killed node to be unregistered")

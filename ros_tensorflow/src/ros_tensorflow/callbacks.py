@@ -5,6 +5,7 @@ feedback or read the action server's preempt flag.
 """
 
 import math
+import os
 import time
 
 import keras
@@ -91,3 +92,20 @@ class BatchProgressReporter(keras.callbacks.Callback):
         if batch + 1 < batches_per_epoch and now - self._last_report >= self._min_interval:
             self._last_report = now
             self._on_progress(batch + 1, batches_per_epoch)
+
+
+def optional_callbacks(early_stopping_patience=0, validation=False, tensorboard_dir=""):
+    """Keras's EarlyStopping (restoring the best weights) and TensorBoard, where asked for."""
+    callbacks = []
+    if early_stopping_patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss" if validation else "loss",
+                patience=early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    if tensorboard_dir:
+        run = time.strftime("%Y%m%d-%H%M%S")
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(os.path.expanduser(tensorboard_dir), run)))
+    return callbacks

@@ -1,6 +1,11 @@
-"""Datasets a train goal can name."""
+"""Datasets a train goal can name: built-in, recorded, or a file under the data folder."""
+
+import pathlib
+import zipfile
 
 import numpy as np
+
+from ros_tensorflow.model import as_samples
 
 
 class DatasetError(ValueError):
@@ -20,8 +25,99 @@ def make_synthetic(n_samples=1000, input_dim=10, output_dim=2, n_draws=20, seed=
     return x, y
 
 
-def load(name, input_dim, output_dim):
-    """(x, y) of the dataset called name."""
-    if name == "synthetic":
-        return make_synthetic(input_dim=input_dim, output_dim=output_dim)
-    raise DatasetError(f"unknown dataset '{name}' (known: synthetic)")
+def as_labelled_samples(data, labels, input_dim, output_dim):
+    """(x, y) checked as a whole: ValueError says what is wrong, so nothing partial is used."""
+    x = as_samples(data, input_dim)
+    y = np.asarray(labels)
+    if y.shape != (len(x),):
+        raise ValueError(f"expected {len(x)} labels, one per sample, got {y.size}")
+    if y.size and (not np.issubdtype(y.dtype, np.number) or not np.all(y == np.round(y))):
+        raise ValueError("labels must be integers")
+    if np.any((y < 0) | (y >= output_dim)):
+        raise ValueError(
+            f"labels must be in [0, {output_dim}), got {sorted(set(y[(y < 0) | (y >= output_dim)].tolist()))}"
+        )
+    return x, y.astype(np.int64)
+
+
+class Datasets:
+    """Resolves a goal's dataset name to (x, y).
+
+    `synthetic` and `recorded` are built in; any other name is a .npz, .csv or
+    .bag file inside data_dir. Names that resolve outside data_dir are refused.
+    """
+
+    def __init__(self, data_dir, input_dim, output_dim, sample_store=None, bag_topic="samples"):
+        self.data_dir = pathlib.Path(data_dir).resolve()
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.sample_store = sample_store
+        self.bag_topic = bag_topic
+
+    def load(self, name):
+        if name == "synthetic":
+            return make_synthetic(input_dim=self.input_dim, output_dim=self.output_dim)
+        if name == "recorded":
+            return self._recorded()
+        path = self._resolve(name)
+        loader = {".npz": self._npz, ".csv": self._csv, ".bag": self._bag}.get(path.suffix)
+        if loader is None:
+            raise DatasetError(
+                f"unknown dataset '{name}' (known: synthetic, recorded, or a .npz, .csv or .bag file"
+                f" in {self.data_dir})"
+            )
+        if not path.is_file():
+            raise DatasetError(f"dataset file {path} not found")
+        try:
+            x, y = loader(path)
+            return as_labelled_samples(x, y, self.input_dim, self.output_dim)
+        except DatasetError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any unreadable file must become one clear message
+            raise DatasetError(f"dataset file {path} cannot be used: {error}") from error
+
+    def _resolve(self, name):
+        path = (self.data_dir / name).resolve()
+        if not path.is_relative_to(self.data_dir):
+            raise DatasetError(f"dataset '{name}' is outside the data folder {self.data_dir}")
+        return path
+
+    def _recorded(self):
+        if self.sample_store is None or len(self.sample_store) == 0:
+            raise DatasetError("dataset 'recorded' is empty: publish Sample messages on ~samples first")
+        try:
+            return self.sample_store.load(self.input_dim)
+        except ValueError as error:
+            raise DatasetError(str(error)) from error
+
+    @staticmethod
+    def _npz(path):
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                missing = {"x", "y"} - set(arrays.files)
+                if missing:
+                    raise DatasetError(f"dataset file {path} lacks the arrays {sorted(missing)} (needs x and y)")
+                return arrays["x"], arrays["y"]
+        except (zipfile.BadZipFile, EOFError, OSError) as error:
+            raise DatasetError(f"dataset file {path} is not a readable .npz: {error}") from error
+
+    def _csv(self, path):
+        table = np.loadtxt(path, delimiter=",", ndmin=2, comments="#")
+        if table.shape[1] != self.input_dim + 1:
+            raise DatasetError(
+                f"dataset file {path} has {table.shape[1]} columns, expected {self.input_dim} features and a label"
+            )
+        return table[:, :-1], table[:, -1]
+
+    def _bag(self, path):
+        import rosbag  # only bag files need ROS's Python libraries
+
+        data, labels = [], []
+        with rosbag.Bag(str(path)) as bag:
+            for _, msg, _ in bag.read_messages(topics=[self.bag_topic]):
+                x, y = as_labelled_samples(msg.data, msg.labels, self.input_dim, self.output_dim)
+                data.append(x)
+                labels.append(y)
+        if not data:
+            raise DatasetError(f"dataset file {path} has no Sample messages on topic {self.bag_topic}")
+        return np.concatenate(data), np.concatenate(labels)

@@ -19,12 +19,20 @@ def build_classifier(input_dim=10, output_dim=2, hidden_units=32, learning_rate=
             keras.layers.Dense(output_dim, activation="softmax"),
         ]
     )
+    compile_classifier(model, learning_rate)
+    return model
+
+
+def compile_classifier(model, learning_rate=0.1):
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    return model
+
+
+class NotTrainableError(RuntimeError):
+    """The model is served for prediction only."""
 
 
 def as_samples(data, input_dim):
@@ -45,7 +53,7 @@ class _ServingCopy:
     """A clone of the model with its own predict function, traced once for every batch size."""
 
     def __init__(self, model, input_dim, on_trace):
-        self.model = keras.models.clone_model(model)
+        self.model = model
         self.lock = threading.Lock()
         self.served = 0
 
@@ -69,16 +77,22 @@ class ModelWrapper:
     trained weights are copied into the copy not in use, which then becomes
     the one in use, so a prediction always sees one whole set of weights and
     never waits for a training batch.
+
+    A model that is not trainable (a SavedModel) is served as it is.
     """
 
-    def __init__(self, model=None, input_dim=10, output_dim=2, hidden_units=32, learning_rate=0.1):
+    def __init__(self, model=None, trainable=True, input_dim=10, output_dim=2, hidden_units=32, learning_rate=0.1):
         if not tf.executing_eagerly():
             raise RuntimeError("Keras 3 needs eager execution; do not call tf.compat.v1.disable_eager_execution()")
         self.context = TensorFlowContext()
+        self.trainable = trainable
         self.trace_count = 0
         with self.context.scope():
             self.model = model or build_classifier(input_dim, output_dim, hidden_units, learning_rate)
-            self._copies = [_ServingCopy(self.model, self.input_dim, self._count_trace) for _ in range(2)]
+            if trainable and not self.model.compiled:
+                compile_classifier(self.model, learning_rate)
+            serving_models = [keras.models.clone_model(self.model) for _ in range(2)] if trainable else [self.model]
+            self._copies = [_ServingCopy(m, self.input_dim, self._count_trace) for m in serving_models]
         self._active = 0
         self._train_lock = threading.Lock()
         self._commit_lock = threading.Lock()
@@ -103,6 +117,9 @@ class ModelWrapper:
 
     def commit(self):
         """Publish the trained weights to predictions, all at once."""
+        if not self.trainable:
+            self.committed_at = self.committed_at or time.time()
+            return
         with self._commit_lock:
             weights = self.model.get_weights()
             standby = 1 - self._active
@@ -116,6 +133,8 @@ class ModelWrapper:
 
         Blocks while another training runs. Returns the Keras History.
         """
+        if not self.trainable:
+            raise NotTrainableError("the model was loaded from a SavedModel and is served for prediction only")
         x = as_samples(x, self.input_dim)
         y = np.asarray(y)
         order = np.random.default_rng().permutation(len(x))

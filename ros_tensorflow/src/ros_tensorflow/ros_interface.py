@@ -1,68 +1,153 @@
 """RosInterface: translates between ROS and the ROS-free core."""
 
 import math
+import os
+import threading
 from datetime import UTC, datetime
 
 import actionlib
 import numpy as np
+import rospkg
 import rospy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from ros_tensorflow_msgs.msg import Prediction, TrainAction, TrainFeedback, TrainResult
+from ros_tensorflow_msgs.msg import Prediction, Sample, TrainAction, TrainFeedback, TrainResult
 from ros_tensorflow_msgs.srv import Predict, PredictResponse
 from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger, TriggerResponse
 
-from ros_tensorflow import datasets
-from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter
+from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter, optional_callbacks
+from ros_tensorflow.datasets import DatasetError, Datasets, as_labelled_samples
 from ros_tensorflow.model import ModelWrapper, as_samples, classify
+from ros_tensorflow.persistence import ModelFileError, backup_path, load_model, save_model
+from ros_tensorflow.sample_store import SampleStore
 from ros_tensorflow.streaming import MicroBatcher
 
 
 class RosInterface:
-    """The `train` action, the `predict` service, the `~input` stream and the status of one model."""
+    """The `train` action, the `predict` service, the topics, the services and the status of one model."""
 
     def __init__(self):
         self.batch_size = rospy.get_param("~batch_size", 32)
         self.dataset = rospy.get_param("~dataset", "synthetic")
         self.loop_rate = rospy.get_param("~loop_rate", 1.0)
-        self.wrapper = ModelWrapper(
-            input_dim=rospy.get_param("~input_dim", 10),
-            output_dim=rospy.get_param("~output_dim", 2),
-            hidden_units=rospy.get_param("~hidden_units", 32),
-            learning_rate=rospy.get_param("~learning_rate", 0.1),
-        )
-        self.inputs_rejected = 0
-        self.training_epoch = None  # None while idle, else the running epoch (0-based)
-        self.model_source = "fresh"
+        self.data_dir = rospy.get_param("~data_dir", "") or os.path.join(rospkg.get_ros_home(), "ros_tensorflow")
+        self.model_path = rospy.get_param("~model_path", "") or os.path.join(self.data_dir, "model.keras")
+        self.bag_topic = rospy.get_param("~bag_topic", "") or rospy.resolve_name("~samples")
+        self.early_stopping_patience = rospy.get_param("~early_stopping_patience", 0)
+        self.save_on_cancel = rospy.get_param("~save_on_cancel", False)
+        self.tensorboard_dir = rospy.get_param("~tensorboard_dir", "")
+        self.model_params = {
+            "input_dim": rospy.get_param("~input_dim", 10),
+            "output_dim": rospy.get_param("~output_dim", 2),
+            "hidden_units": rospy.get_param("~hidden_units", 32),
+            "learning_rate": rospy.get_param("~learning_rate", 0.1),
+        }
+        os.makedirs(self.data_dir, exist_ok=True)
 
-        self._prediction_pub = rospy.Publisher(
-            "~prediction", Prediction, queue_size=rospy.get_param("~queue_size", 100)
-        )
+        self.wrapper, self.model_source = self._startup_model()
+        self.sample_store = SampleStore(os.path.join(self.data_dir, "samples.sqlite"))
+        self.training_epoch = None  # None while idle, else the running epoch (0-based)
+        self._training = threading.Lock()  # held while a goal trains; a reload waits for none
+        self._served_by_earlier_models = 0
+        self.inputs_rejected = 0
+        self.samples_rejected = 0
+
+        queue_size = rospy.get_param("~queue_size", 100)
+        self._prediction_pub = rospy.Publisher("~prediction", Prediction, queue_size=queue_size)
         self._batcher = MicroBatcher(
-            self.wrapper.predict,
+            lambda x: self.wrapper.predict(x),
             self._publish_prediction,
             max_batch=rospy.get_param("~max_batch", 256),
-            queue_size=rospy.get_param("~queue_size", 100),
+            queue_size=queue_size,
             on_error=lambda error: rospy.logerr_throttle(5, f"prediction of ~input failed: {error}"),
         )
-        self._input_sub = rospy.Subscriber("~input", Float64MultiArray, self._handle_input, queue_size=None)
+        rospy.on_shutdown(self._batcher.close)
+        self._subscribers = [
+            rospy.Subscriber("~input", Float64MultiArray, self._handle_input, queue_size=None),
+            rospy.Subscriber("~samples", Sample, self._handle_samples, queue_size=None),
+        ]
         self._diagnostics_pub = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=1)
         self._diagnostics_timer = rospy.Timer(rospy.Duration(1.0), self._publish_diagnostics)
-        rospy.on_shutdown(self._batcher.close)
-
-        self._predict_service = rospy.Service("predict", Predict, self._handle_predict)
+        self._services = [
+            rospy.Service("predict", Predict, self._handle_predict),
+            rospy.Service("~save", Trigger, self._handle_save),
+            rospy.Service("~reload", Trigger, self._handle_reload),
+            rospy.Service("~clear_samples", Trigger, self._handle_clear_samples),
+        ]
         self._train_server = actionlib.SimpleActionServer(
             "train", TrainAction, execute_cb=self._execute_train, auto_start=False
         )
         self._train_server.start()
         rospy.loginfo(
-            "ros_tensorflow ready: action %s, service %s, model %d -> %d",
+            "ros_tensorflow ready: action %s, service %s, model %s (%d -> %d), data in %s",
             rospy.resolve_name("train"),
             rospy.resolve_name("predict"),
+            self.model_source,
             self.wrapper.input_dim,
             self.wrapper.output_dim,
+            self.data_dir,
         )
 
-    # --- predict -------------------------------------------------------------
+    # --- the model on disk -----------------------------------------------------
+
+    def _load(self, path):
+        """A ModelWrapper of the model file at path; ModelFileError if it cannot be used."""
+        model, trainable = load_model(path)
+        wrapper = ModelWrapper(model, trainable=trainable, learning_rate=self.model_params["learning_rate"])
+        sizes = (wrapper.input_dim, wrapper.output_dim)
+        if sizes != (self.model_params["input_dim"], self.model_params["output_dim"]):
+            rospy.logwarn(
+                "model %s is %d -> %d: its sizes win over ~input_dim %d and ~output_dim %d",
+                path,
+                *sizes,
+                self.model_params["input_dim"],
+                self.model_params["output_dim"],
+            )
+        if not trainable:
+            rospy.logwarn("model %s is a SavedModel: served for prediction only, train goals are refused", path)
+        return wrapper
+
+    def _startup_model(self):
+        """The model at ~model_path, else its backup, else a fresh one; says which and why."""
+        for path in (self.model_path, str(backup_path(self.model_path))):
+            if not os.path.exists(path):
+                continue
+            try:
+                return self._load(path), path
+            except ModelFileError as error:
+                rospy.logerr("%s; trying the next fallback", error)
+        rospy.loginfo("no usable model at %s: starting a fresh one", self.model_path)
+        return ModelWrapper(**self.model_params), "fresh"
+
+    def _handle_save(self, _request):
+        if not self.wrapper.trainable:
+            return TriggerResponse(False, f"the model from {self.model_source} is a SavedModel and is not saved")
+        if not self._training.acquire(blocking=False):
+            return TriggerResponse(False, "a training runs: the model is saved when it ends")
+        try:
+            save_model(self.wrapper.model, self.model_path)
+        except ModelFileError as error:
+            return TriggerResponse(False, str(error))
+        finally:
+            self._training.release()
+        self.model_source = self.model_path
+        return TriggerResponse(True, f"saved to {self.model_path}")
+
+    def _handle_reload(self, _request):
+        if not self._training.acquire(blocking=False):
+            return TriggerResponse(False, "a training runs: reload once it ends")
+        try:
+            wrapper = self._load(self.model_path)
+        except ModelFileError as error:
+            return TriggerResponse(False, f"{error}; the current model stays")
+        finally:
+            self._training.release()
+        self._served_by_earlier_models += self.wrapper.predictions_served
+        self.wrapper, self.model_source = wrapper, self.model_path
+        rospy.loginfo("reloaded the model from %s", self.model_path)
+        return TriggerResponse(True, f"reloaded {self.model_path} ({wrapper.input_dim} -> {wrapper.output_dim})")
+
+    # --- predict ---------------------------------------------------------------
 
     def _handle_predict(self, request):
         try:
@@ -78,7 +163,7 @@ class RosInterface:
             output=output.ravel().tolist(),
         )
 
-    # --- ~input stream ----------------------------------------------------------
+    # --- ~input stream ---------------------------------------------------------
 
     def _handle_input(self, msg):
         received = rospy.Time.now()
@@ -99,6 +184,22 @@ class RosInterface:
         prediction.header.stamp = received
         self._prediction_pub.publish(prediction)
 
+    # --- recorded samples ------------------------------------------------------
+
+    def _handle_samples(self, msg):
+        try:
+            x, y = as_labelled_samples(msg.data, msg.labels, self.wrapper.input_dim, self.wrapper.output_dim)
+        except ValueError as error:
+            self.samples_rejected += 1
+            rospy.logwarn_throttle(5, f"rejected a ~samples message: {error}")
+            return
+        self.sample_store.append(x, y)
+
+    def _handle_clear_samples(self, _request):
+        count = len(self.sample_store)
+        self.sample_store.clear()
+        return TriggerResponse(True, f"cleared {count} samples")
+
     # --- status ----------------------------------------------------------------
 
     def _publish_diagnostics(self, _event=None):
@@ -108,9 +209,11 @@ class RosInterface:
             "epoch": "" if not training else str(self.training_epoch),
             "model": self.model_source,
             "committed_at": datetime.fromtimestamp(self.wrapper.committed_at, UTC).isoformat(),
-            "predictions_served": str(self.wrapper.predictions_served),
+            "predictions_served": str(self._served_by_earlier_models + self.wrapper.predictions_served),
             "inputs_dropped": str(self._batcher.dropped),
             "inputs_rejected": str(self.inputs_rejected),
+            "samples_stored": str(len(self.sample_store)),
+            "samples_rejected": str(self.samples_rejected),
         }
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK,
@@ -123,7 +226,7 @@ class RosInterface:
         array.header.stamp = rospy.Time.now()
         self._diagnostics_pub.publish(array)
 
-    # --- train ---------------------------------------------------------------
+    # --- train -----------------------------------------------------------------
 
     def _goal_error(self, goal):
         if goal.epochs <= 0:
@@ -132,22 +235,31 @@ class RosInterface:
             return f"batch_size must be >= 0 (0: the node's ~batch_size), got {goal.batch_size}"
         if not 0.0 <= goal.validation_split < 1.0 or math.isnan(goal.validation_split):
             return f"validation_split must be in [0, 1), got {goal.validation_split}"
+        if not self.wrapper.trainable:
+            return f"the model from {self.model_source} is a SavedModel, served for prediction only: it cannot train"
         return None
 
     def _execute_train(self, goal):
         result = TrainResult(loss=math.nan, acc=math.nan, val_loss=math.nan, val_acc=math.nan)
-        try:
-            error = self._goal_error(goal)
-            if error is None:
-                x, y = datasets.load(goal.dataset or self.dataset, self.wrapper.input_dim, self.wrapper.output_dim)
-        except datasets.DatasetError as dataset_error:
-            error = str(dataset_error)
-        if error is not None:
-            rospy.logwarn("train goal rejected: %s", error)
-            result.message = error
-            self._train_server.set_aborted(result, error)
-            return
+        with self._training:
+            wrapper = self.wrapper
+            try:
+                error = self._goal_error(goal)
+                if error is None:
+                    datasets = Datasets(
+                        self.data_dir, wrapper.input_dim, wrapper.output_dim, self.sample_store, self.bag_topic
+                    )
+                    x, y = datasets.load(goal.dataset or self.dataset)
+            except DatasetError as dataset_error:
+                error = str(dataset_error)
+            if error is not None:
+                rospy.logwarn("train goal rejected: %s", error)
+                result.message = error
+                self._train_server.set_aborted(result, error)
+                return
+            self._train(wrapper, goal, x, y, result)
 
+    def _train(self, wrapper, goal, x, y, result):
         def on_epoch(i_epoch, metrics):
             self.training_epoch = i_epoch + 1
             self._publish_feedback(i_epoch, metrics, epochs.batches_per_epoch, epochs.batches_per_epoch)
@@ -159,15 +271,16 @@ class RosInterface:
             )
         )
         cancel = CancelOnRequest(self._train_server.is_preempt_requested)
+        extra = optional_callbacks(self.early_stopping_patience, goal.validation_split > 0, self.tensorboard_dir)
         self.training_epoch = 0
         try:
-            self.wrapper.train(
+            wrapper.train(
                 x,
                 y,
                 epochs=goal.epochs,
                 batch_size=goal.batch_size or self.batch_size,
                 validation_split=goal.validation_split,
-                callbacks=[cancel, epochs, progress],
+                callbacks=[cancel, epochs, progress, *extra],
             )
         except Exception as train_error:  # noqa: BLE001 - any failure must end the goal with its cause
             rospy.logerr("training failed: %s", train_error)
@@ -182,9 +295,21 @@ class RosInterface:
             setattr(result, name, value)
         if cancel.cancelled:
             result.message = f"cancelled after {epochs.epochs_completed} epochs"
-            self._train_server.set_preempted(result, result.message)
+        elif epochs.epochs_completed < goal.epochs:
+            result.message = f"stopped early after {epochs.epochs_completed} epochs; the best weights were kept"
         else:
             result.message = f"finished {epochs.epochs_completed} epochs"
+        if not cancel.cancelled or self.save_on_cancel:
+            try:
+                save_model(wrapper.model, self.model_path)
+                result.model_path = self.model_path
+                self.model_source = self.model_path
+            except ModelFileError as error:
+                rospy.logerr("%s", error)
+                result.message += f"; not saved: {error}"
+        if cancel.cancelled:
+            self._train_server.set_preempted(result, result.message)
+        else:
             self._train_server.set_succeeded(result, result.message)
         rospy.loginfo("train goal: %s", result.message)
 
@@ -194,7 +319,7 @@ class RosInterface:
             TrainFeedback(i_epoch=i_epoch, batch=batch, batches_per_epoch=batches_per_epoch, **metrics)
         )
 
-    # --- main loop -----------------------------------------------------------
+    # --- main loop -------------------------------------------------------------
 
     def spin(self):
         """The tutorial's prediction in the main loop, at ~loop_rate Hz (0: just spin)."""
