@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # An installed Noetic wins over Debian's packages.
 ROS_SETUP := $(wildcard /opt/ros/noetic/setup.bash)
-APT_PACKAGES := catkin ros-message-generation ros-message-runtime rosout \
+APT_PACKAGES := catkin ros-message-generation ros-message-runtime rosout rosbash \
 	python3-rospy python3-roslaunch python3-rostest python3-rostopic python3-rosservice \
 	python3-rosmsg python3-rosnode python3-rosparam python3-rosbag \
 	python3-actionlib python3-actionlib-tools python3-actionlib-msgs \
@@ -18,7 +18,7 @@ APT_PACKAGES := catkin ros-message-generation ros-message-runtime rosout \
 	python3-venv python3-dev g++ make cmake
 IN_WORKSPACE := set +u && source $(ROOT)/devel/setup.bash &&
 PACKAGE_FILES := $(shell find ros_tensorflow ros_tensorflow_msgs -name '*.txt' -o -name '*.xml' -o -name '*.msg' \
-	-o -name '*.srv' -o -name '*.action' -o -name 'setup.py' -o -path '*/nodes/*')
+	-o -name '*.srv' -o -name '*.action' -o -name 'setup.py' -o -path '*/nodes/*' -o -path '*/env-hooks/*')
 
 .PHONY: deps build run test lint bench clean
 
