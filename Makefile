@@ -24,7 +24,7 @@ PACKAGE_FILES := $(shell find ros_tensorflow ros_tensorflow_msgs -name '*.txt' -
 
 deps: .stamps/apt .stamps/venv
 
-.stamps/apt:
+.stamps/apt: Makefile
 ifeq ($(ROS_SETUP),)
 	@missing=$$( (dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(APT_PACKAGES) 2>/dev/null || true) \
 		| awk '$$1 == "ii" {print $$2}' | sort | comm -13 - <(tr ' ' '\n' <<< "$(APT_PACKAGES)" | sort)); \

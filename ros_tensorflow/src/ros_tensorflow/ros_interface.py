@@ -53,7 +53,8 @@ class RosInterface:
         self.samples_rejected = 0
 
         queue_size = rospy.get_param("~queue_size", 100)
-        self._prediction_pub = rospy.Publisher("~prediction", Prediction, queue_size=queue_size)
+        # One model call answers up to queue_size inputs at once: room for two such bursts.
+        self._prediction_pub = rospy.Publisher("~prediction", Prediction, queue_size=2 * queue_size)
         self._batcher = MicroBatcher(
             lambda x: self.wrapper.predict(x),
             self._publish_prediction,
