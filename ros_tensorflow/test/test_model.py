@@ -112,5 +112,7 @@ def test_bad_input_to_predict_and_train_raises():
     wrapper = ModelWrapper()
     with pytest.raises(ValueError):
         wrapper.predict([1.0, 2.0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="shape"):
         wrapper.train(np.zeros((4, 3)), np.zeros(4), epochs=1)
+    with pytest.raises(ValueError, match="expected 4 labels"):
+        wrapper.train(np.zeros((4, 10)), np.zeros(3), epochs=1)

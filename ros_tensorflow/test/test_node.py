@@ -179,3 +179,21 @@ def test_tutorial_rostopic_pub_goal_then_cancel(node):
     assert results[1].result.epochs_completed < 50
     for subscriber in subscribers:
         subscriber.unregister()
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        ({"input_dim": 0}, "parameter /ros_tensorflow/input_dim must be int > 0, got 0"),
+        ({"loop_rate": -1}, "parameter /ros_tensorflow/loop_rate must be >= 0, got -1.0"),
+    ],
+)
+def test_a_bad_parameter_stops_the_node_with_a_message_naming_it(ros_master, tmp_path, args, reason):
+    from ros_processes import LaunchedNode
+
+    node = LaunchedNode(tmp_path, **args)
+    try:
+        wait_for(lambda: "process has died" in node.log_path.read_text(), 120, "the node to exit")
+        assert reason in node.log_path.read_text()
+    finally:
+        node.stop()

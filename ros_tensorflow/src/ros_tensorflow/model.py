@@ -137,6 +137,8 @@ class ModelWrapper:
             raise NotTrainableError("the model was loaded from a SavedModel and is served for prediction only")
         x = as_samples(x, self.input_dim)
         y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"expected {len(x)} labels, one per sample, got {len(y)}")
         order = np.random.default_rng().permutation(len(x))
         commit_each_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.commit())
         with self._train_lock, self.context.scope():

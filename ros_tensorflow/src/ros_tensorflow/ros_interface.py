@@ -23,42 +23,56 @@ from ros_tensorflow.sample_store import SampleStore
 from ros_tensorflow.streaming import MicroBatcher
 
 
+def _param(name, default, rule=None):
+    """~name, or default; ValueError naming it when it breaks rule ('int > 0' or '>= 0')."""
+    value = rospy.get_param(f"~{name}", default)
+    if rule == "int > 0":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    elif rule == ">= 0":
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(f"parameter {rospy.resolve_name('~' + name)} must be {rule}, got {value!r}")
+    return value
+
+
 class RosInterface:
     """The `train` action, the `predict` service, the topics, the services and the status of one model."""
 
     def __init__(self):
-        self.batch_size = rospy.get_param("~batch_size", 32)
+        self.batch_size = _param("batch_size", 32, "int > 0")
         self.dataset = rospy.get_param("~dataset", "synthetic")
-        self.loop_rate = rospy.get_param("~loop_rate", 1.0)
+        self.loop_rate = _param("loop_rate", 1.0, ">= 0")
         self.data_dir = rospy.get_param("~data_dir", "") or os.path.join(rospkg.get_ros_home(), "ros_tensorflow")
         self.model_path = rospy.get_param("~model_path", "") or os.path.join(self.data_dir, "model.keras")
         self.bag_topic = rospy.get_param("~bag_topic", "") or rospy.resolve_name("~samples")
-        self.early_stopping_patience = rospy.get_param("~early_stopping_patience", 0)
+        self.early_stopping_patience = _param("early_stopping_patience", 0, ">= 0")
         self.save_on_cancel = rospy.get_param("~save_on_cancel", False)
         self.tensorboard_dir = rospy.get_param("~tensorboard_dir", "")
         self.model_params = {
-            "input_dim": rospy.get_param("~input_dim", 10),
-            "output_dim": rospy.get_param("~output_dim", 2),
-            "hidden_units": rospy.get_param("~hidden_units", 32),
-            "learning_rate": rospy.get_param("~learning_rate", 0.1),
+            "input_dim": _param("input_dim", 10, "int > 0"),
+            "output_dim": _param("output_dim", 2, "int > 0"),
+            "hidden_units": _param("hidden_units", 32, "int > 0"),
+            "learning_rate": _param("learning_rate", 0.1, ">= 0"),
         }
         os.makedirs(self.data_dir, exist_ok=True)
 
         self.wrapper, self.model_source = self._startup_model()
         self.sample_store = SampleStore(os.path.join(self.data_dir, "samples.sqlite"))
         self.training_epoch = None  # None while idle, else the running epoch (0-based)
-        self._training = threading.Lock()  # held while a goal trains; a reload waits for none
+        self._training = threading.Lock()  # held while a goal trains: ~save and ~reload refuse meanwhile
         self._served_by_earlier_models = 0
         self.inputs_rejected = 0
         self.samples_rejected = 0
 
-        queue_size = rospy.get_param("~queue_size", 100)
+        queue_size = _param("queue_size", 100, "int > 0")
         # One model call answers up to queue_size inputs at once: room for two such bursts.
         self._prediction_pub = rospy.Publisher("~prediction", Prediction, queue_size=2 * queue_size)
         self._batcher = MicroBatcher(
             lambda x: self.wrapper.predict(x),
             self._publish_prediction,
-            max_batch=rospy.get_param("~max_batch", 256),
+            max_batch=_param("max_batch", 256, "int > 0"),
             queue_size=queue_size,
             on_error=lambda error: rospy.logerr_throttle(5, f"prediction of ~input failed: {error}"),
         )
