@@ -42,7 +42,7 @@ endif
 	@mkdir -p .stamps && touch $@
 
 devel/setup.bash: .stamps/apt .stamps/venv $(PACKAGE_FILES)
-	$(if $(ROS_SETUP),source $(ROS_SETUP) &&) catkin_make --source $(ROOT) -DPYTHON_EXECUTABLE=$(PYTHON) >/dev/null
+	$(if $(ROS_SETUP),source $(ROS_SETUP) &&) catkin_make -C $(ROOT) -DPYTHON_EXECUTABLE=$(PYTHON) >/dev/null
 	@touch $@
 
 build: devel/setup.bash
@@ -61,4 +61,4 @@ bench: build
 	$(IN_WORKSPACE) TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) ros_tensorflow/test/bench.py
 
 clean:
-	rm -rf build devel install .stamps CMakeLists.txt
+	rm -rf build devel install .stamps src/CMakeLists.txt

@@ -1,9 +1,10 @@
 """Fixtures for the integration tests: a real master and the node started by roslaunch.
 
-Unit tests need none of this; rospy is only imported when a test asks for it.
+Unit tests need none of this: the master starts only when a test asks for it.
 """
 
 import pytest
+import rospy
 from ros_processes import LaunchedNode, Master, WaitTimeout
 from ros_processes import wait_for as _wait_for
 
@@ -19,8 +20,6 @@ def wait_for(condition, timeout, what):
 @pytest.fixture(scope="session")
 def ros_master(tmp_path_factory):
     """A roscore of the tests' own, on a free port, and this process as a rospy node."""
-    import rospy
-
     master = Master(tmp_path_factory.mktemp("ros_home"))
     rospy.init_node("integration_tests", anonymous=True, disable_signals=True)
     yield master

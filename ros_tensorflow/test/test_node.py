@@ -3,12 +3,14 @@
 import math
 import subprocess
 
+import actionlib
 import numpy as np
 import pytest
 import rospy
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
-from ros_tensorflow_msgs.msg import TrainActionFeedback, TrainActionResult, TrainGoal
+from ros_processes import LaunchedNode
+from ros_tensorflow_msgs.msg import TrainAction, TrainActionFeedback, TrainActionResult, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 
 from ros_tensorflow.datasets import make_synthetic
@@ -75,9 +77,6 @@ def test_cancel_after_first_epoch_ends_preempted_with_that_epoch(node):
 
 def test_new_goal_preempts_the_running_one(node):
     _, client = node
-    import actionlib
-    from ros_tensorflow_msgs.msg import TrainAction
-
     first = actionlib.SimpleActionClient("train", TrainAction)
     assert first.wait_for_server(TIMEOUT)
     first_feedbacks = []
@@ -189,8 +188,6 @@ def test_tutorial_rostopic_pub_goal_then_cancel(node):
     ],
 )
 def test_a_bad_parameter_stops_the_node_with_a_message_naming_it(ros_master, tmp_path, args, reason):
-    from ros_processes import LaunchedNode
-
     node = LaunchedNode(tmp_path, **args)
     try:
         wait_for(lambda: "process has died" in node.log_path.read_text(), 120, "the node to exit")
