@@ -185,6 +185,7 @@ def test_tutorial_rostopic_pub_goal_then_cancel(node):
     [
         ({"input_dim": 0}, "parameter /ros_tensorflow/input_dim must be int > 0, got 0"),
         ({"loop_rate": -1}, "parameter /ros_tensorflow/loop_rate must be >= 0, got -1.0"),
+        ({"data_dir": "/proc/ros_tensorflow"}, "parameter ~data_dir: /proc/ros_tensorflow is not usable"),
     ],
 )
 def test_a_bad_parameter_stops_the_node_with_a_message_naming_it(ros_master, tmp_path, args, reason):

@@ -2,6 +2,7 @@
 
 import math
 import os
+import sqlite3
 import threading
 from datetime import UTC, datetime
 
@@ -56,10 +57,13 @@ class RosInterface:
             "hidden_units": _param("hidden_units", 32, "int > 0"),
             "learning_rate": _param("learning_rate", 0.1, ">= 0"),
         }
-        os.makedirs(self.data_dir, exist_ok=True)
+        try:
+            os.makedirs(self.data_dir, exist_ok=True)
+            self.sample_store = SampleStore(os.path.join(self.data_dir, "samples.sqlite"))
+        except (OSError, sqlite3.Error) as error:
+            raise ValueError(f"parameter ~data_dir: {self.data_dir} is not usable: {error}") from error
 
         self.wrapper, self.model_source = self._startup_model()
-        self.sample_store = SampleStore(os.path.join(self.data_dir, "samples.sqlite"))
         self.training_epoch = None  # None while idle, else the running epoch (0-based)
         self._training = threading.Lock()  # held while a goal trains: ~save and ~reload refuse meanwhile
         self._served_by_earlier_models = 0
@@ -108,7 +112,10 @@ class RosInterface:
     def _load(self, path):
         """A ModelWrapper of the model file at path; ModelFileError if it cannot be used."""
         model, trainable = load_model(path)
-        wrapper = ModelWrapper(model, trainable=trainable, learning_rate=self.model_params["learning_rate"])
+        try:
+            wrapper = ModelWrapper(model, trainable=trainable, learning_rate=self.model_params["learning_rate"])
+        except Exception as error:  # noqa: BLE001 - e.g. a model Keras cannot clone: fall back, do not crash
+            raise ModelFileError(f"cannot use the model {path}: {error}") from error
         sizes = (wrapper.input_dim, wrapper.output_dim)
         if sizes != (self.model_params["input_dim"], self.model_params["output_dim"]):
             rospy.logwarn(
@@ -153,12 +160,12 @@ class RosInterface:
             return TriggerResponse(False, "a training runs: reload once it ends")
         try:
             wrapper = self._load(self.model_path)
+            self._served_by_earlier_models += self.wrapper.predictions_served
+            self.wrapper, self.model_source = wrapper, self.model_path
         except ModelFileError as error:
             return TriggerResponse(False, f"{error}; the current model stays")
         finally:
             self._training.release()
-        self._served_by_earlier_models += self.wrapper.predictions_served
-        self.wrapper, self.model_source = wrapper, self.model_path
         rospy.loginfo("reloaded the model from %s", self.model_path)
         return TriggerResponse(True, f"reloaded {self.model_path} ({wrapper.input_dim} -> {wrapper.output_dim})")
 
