@@ -13,8 +13,8 @@ import rosbag
 from ros_tensorflow_msgs.msg import Sample
 
 from ros_tensorflow.callbacks import optional_callbacks
-from ros_tensorflow.datasets import DatasetError, Datasets, as_labelled_samples, make_synthetic
-from ros_tensorflow.model import ModelWrapper, NotTrainableError, build_classifier
+from ros_tensorflow.datasets import DatasetError, Datasets, make_synthetic
+from ros_tensorflow.model import ModelWrapper, NotTrainableError, as_labelled_samples, build_classifier
 from ros_tensorflow.persistence import ModelFileError, backup_path, load_model, save_model
 from ros_tensorflow.sample_store import SampleStore
 

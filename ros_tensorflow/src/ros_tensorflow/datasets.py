@@ -5,7 +5,7 @@ import zipfile
 
 import numpy as np
 
-from ros_tensorflow.model import as_samples
+from ros_tensorflow.model import as_labelled_samples
 
 
 class DatasetError(ValueError):
@@ -23,21 +23,6 @@ def make_synthetic(n_samples=1000, input_dim=10, output_dim=2, n_draws=20, seed=
     x = np.zeros((n_samples, input_dim))
     np.add.at(x, (np.repeat(np.arange(n_samples), n_draws), bins.ravel()), 1.0)
     return x, y
-
-
-def as_labelled_samples(data, labels, input_dim, output_dim):
-    """(x, y) checked as a whole: ValueError says what is wrong, so nothing partial is used."""
-    x = as_samples(data, input_dim)
-    y = np.asarray(labels)
-    if y.shape != (len(x),):
-        raise ValueError(f"expected {len(x)} labels, one per sample, got {y.size}")
-    if y.size and (not np.issubdtype(y.dtype, np.number) or not np.all(y == np.round(y))):
-        raise ValueError("labels must be integers")
-    if np.any((y < 0) | (y >= output_dim)):
-        raise ValueError(
-            f"labels must be in [0, {output_dim}), got {sorted(set(y[(y < 0) | (y >= output_dim)].tolist()))}"
-        )
-    return x, y.astype(np.int64)
 
 
 class Datasets:

@@ -49,6 +49,21 @@ def as_samples(data, input_dim):
     return x
 
 
+def as_labelled_samples(data, labels, input_dim, output_dim):
+    """(x, y) checked as a whole: ValueError says what is wrong, so nothing partial is used."""
+    x = as_samples(data, input_dim)
+    y = np.asarray(labels)
+    if y.shape != (len(x),):
+        raise ValueError(f"expected {len(x)} labels, one per sample, got {y.size}")
+    if y.size and (not np.issubdtype(y.dtype, np.number) or not np.all(y == np.round(y))):
+        raise ValueError("labels must be integers")
+    if np.any((y < 0) | (y >= output_dim)):
+        raise ValueError(
+            f"labels must be in [0, {output_dim}), got {sorted(set(y[(y < 0) | (y >= output_dim)].tolist()))}"
+        )
+    return x, y.astype(np.int64)
+
+
 class _ServingCopy:
     """A clone of the model with its own predict function, traced once for every batch size."""
 
@@ -135,10 +150,7 @@ class ModelWrapper:
         """
         if not self.trainable:
             raise NotTrainableError("the model was loaded from a SavedModel and is served for prediction only")
-        x = as_samples(x, self.input_dim)
-        y = np.asarray(y)
-        if len(y) != len(x):
-            raise ValueError(f"expected {len(x)} labels, one per sample, got {len(y)}")
+        x, y = as_labelled_samples(x, y, self.input_dim, self.output_dim)
         order = np.random.default_rng().permutation(len(x))
         commit_each_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.commit())
         with self._train_lock, self.context.scope():

@@ -17,8 +17,8 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger, TriggerResponse
 
 from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter, optional_callbacks
-from ros_tensorflow.datasets import DatasetError, Datasets, as_labelled_samples
-from ros_tensorflow.model import ModelWrapper, as_samples, classify
+from ros_tensorflow.datasets import DatasetError, Datasets
+from ros_tensorflow.model import ModelWrapper, as_labelled_samples, as_samples, classify
 from ros_tensorflow.persistence import ModelFileError, backup_path, load_model, save_model
 from ros_tensorflow.sample_store import SampleStore
 from ros_tensorflow.streaming import MicroBatcher
