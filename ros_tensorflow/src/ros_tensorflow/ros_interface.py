@@ -38,6 +38,12 @@ def _param(name, default, rule=None):
     return value
 
 
+def _prediction_fields(output):
+    """The classes, confidences and output fields shared by Predict's response and Prediction."""
+    classes, confidences = classify(output)
+    return {"classes": classes.tolist(), "confidences": confidences.tolist(), "output": output.ravel().tolist()}
+
+
 class RosInterface:
     """The `train` action, the `predict` service, the topics, the services and the status of one model."""
 
@@ -176,14 +182,8 @@ class RosInterface:
             output = self.wrapper.predict(request.data)
         except ValueError as error:
             raise rospy.ServiceException(str(error)) from None
-        classes, confidences = classify(output)
-        return PredictResponse(
-            i_class=int(classes[0]),
-            confidence=float(confidences[0]),
-            classes=classes.tolist(),
-            confidences=confidences.tolist(),
-            output=output.ravel().tolist(),
-        )
+        fields = _prediction_fields(output)
+        return PredictResponse(i_class=fields["classes"][0], confidence=fields["confidences"][0], **fields)
 
     # --- ~input stream ---------------------------------------------------------
 
@@ -199,10 +199,7 @@ class RosInterface:
             rospy.logwarn_throttle(5, f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
 
     def _publish_prediction(self, received, output):
-        classes, confidences = classify(output)
-        prediction = Prediction(
-            classes=classes.tolist(), confidences=confidences.tolist(), output=output.ravel().tolist()
-        )
+        prediction = Prediction(**_prediction_fields(output))
         prediction.header.stamp = received
         self._prediction_pub.publish(prediction)
 
