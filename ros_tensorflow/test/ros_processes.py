@@ -34,6 +34,12 @@ def wait_for(condition, timeout, what):
         time.sleep(0.02)
 
 
+def node_pid(name):
+    """The process id of a running node, asked through its XML-RPC API."""
+    api = rosnode.get_api_uri(rosgraph.Master("/tests"), name)
+    return xmlrpc.client.ServerProxy(api).getPid("/tests")[2]
+
+
 class Master:
     """A roscore of our own on a free port; sets ROS_MASTER_URI and ROS_HOME for this process and its children."""
 
@@ -101,9 +107,7 @@ class LaunchedNode:
 
     def kill_node(self, name="/ros_tensorflow"):
         """SIGKILL the node itself, as a power cut would; then end roslaunch and clear the master of it."""
-        api = rosnode.get_api_uri(rosgraph.Master("/tests"), name)
-        _, _, pid = xmlrpc.client.ServerProxy(api).getPid("/tests")
-        os.kill(pid, signal.SIGKILL)
+        os.kill(node_pid(name), signal.SIGKILL)
         stop_process_group(self.process)
         rosnode.cleanup_master_blacklist(rosgraph.Master("/tests"), [name])
         wait_for(lambda: not self._serves_predict(), 30, "the killed node to be unregistered")

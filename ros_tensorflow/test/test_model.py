@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.model import ModelWrapper, as_samples, classify
+from ros_tensorflow.model import ModelWrapper, as_samples, classify, prediction_rows
 
 
 def run_in_thread(function):
@@ -116,3 +116,10 @@ def test_bad_input_to_predict_and_train_raises():
         wrapper.train(np.zeros((4, 3)), np.zeros(4), epochs=1)
     with pytest.raises(ValueError, match="expected 4 labels"):
         wrapper.train(np.zeros((4, 10)), np.zeros(3), epochs=1)
+
+
+def test_prediction_rows_give_each_sample_its_class_confidence_and_output_as_plain_python():
+    output = np.array([[0.25, 0.75], [0.5, 0.125], [0.0, 1.0]], dtype=np.float32)
+    rows = prediction_rows(output)
+    assert rows == [(1, 0.75, [0.25, 0.75]), (0, 0.5, [0.5, 0.125]), (1, 1.0, [0.0, 1.0])]
+    assert {type(row[0]) for row in rows} == {int} and {type(row[1]) for row in rows} == {float}

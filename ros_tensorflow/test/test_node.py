@@ -186,9 +186,13 @@ def test_tutorial_rostopic_pub_goal_then_cancel(node):
         ({"input_dim": 0}, "parameter /ros_tensorflow/input_dim must be int > 0, got 0"),
         ({"loop_rate": -1}, "parameter /ros_tensorflow/loop_rate must be >= 0, got -1.0"),
         ({"data_dir": "/proc/ros_tensorflow"}, "parameter ~data_dir: /proc/ros_tensorflow is not usable"),
+        ({"config": "publish_queue_size: -1"}, "parameter /ros_tensorflow/publish_queue_size must be int >= 0, got -1"),
     ],
 )
 def test_a_bad_parameter_stops_the_node_with_a_message_naming_it(ros_master, tmp_path, args, reason):
+    if "config" in args:  # the YAML text of a config file
+        (tmp_path / "config.yaml").write_text(args["config"])
+        args = {**args, "config": tmp_path / "config.yaml"}
     node = LaunchedNode(tmp_path, **args)
     try:
         wait_for(lambda: "process has died" in node.log_path.read_text(), 120, "the node to exit")

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from ros_tensorflow.model import ModelWrapper
+from ros_tensorflow.model import ModelWrapper, prediction_rows
 from ros_tensorflow.streaming import MicroBatcher
 
 
@@ -112,14 +112,17 @@ def test_a_failing_call_is_reported_and_the_stream_goes_on(batcher_factory):
     assert [str(e) for e in errors] == ["negative"]
 
 
-def test_with_a_real_model_each_input_gets_its_own_predictions(batcher_factory):
+def test_with_a_real_model_each_input_gets_its_own_prediction_rows(batcher_factory):
     wrapper, out = ModelWrapper(), Collector()
-    batcher = batcher_factory(wrapper.predict, out.deliver)
+    batcher = batcher_factory(lambda x: prediction_rows(wrapper.predict(x)), out.deliver)
     rng = np.random.default_rng(0)
     inputs = [rng.random((k, 10)) for k in (1, 3, 2, 5, 1)]
     for i, samples in enumerate(inputs):
         batcher.submit(i, samples)
     items = out.wait_for(len(inputs))
-    for (_, rows), samples in zip(items, inputs, strict=True):
-        np.testing.assert_allclose(rows, wrapper.predict(samples), atol=1e-6)
     assert [tag for tag, _ in items] == list(range(len(inputs)))
+    for (_, rows), samples in zip(items, inputs, strict=True):
+        expected = wrapper.predict(samples)
+        assert [row[0] for row in rows] == np.argmax(expected, axis=1).tolist()
+        np.testing.assert_allclose([row[1] for row in rows], expected.max(axis=1), atol=1e-6)
+        np.testing.assert_allclose([row[2] for row in rows], expected, atol=1e-6)

@@ -3,6 +3,7 @@
 import threading
 
 import numpy as np
+import pytest
 import rospy
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray
@@ -52,7 +53,11 @@ class Diagnostics:
         return self.latest
 
 
-def test_stream_answers_each_input_in_order_with_the_services_predictions(node):
+@pytest.mark.parametrize("publish_queue_size", [0, 3], ids=["synchronous", "queued"])
+def test_stream_answers_each_input_in_order_with_the_services_predictions(launch_node, tmp_path, publish_queue_size):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"publish_queue_size: {publish_queue_size}\n")
+    launch_node(config=config)
     stream = Stream()
     predict = rospy.ServiceProxy("/predict", Predict)
     inputs = [make_synthetic(n_samples=k, seed=k)[0] for k in (1, 4, 2, 1, 3) * 20]

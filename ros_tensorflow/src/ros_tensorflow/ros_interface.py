@@ -4,6 +4,7 @@ import math
 import os
 import sqlite3
 import threading
+import warnings
 from datetime import UTC, datetime
 
 import actionlib
@@ -13,35 +14,48 @@ import rospy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from ros_tensorflow_msgs.msg import Prediction, Sample, TrainAction, TrainFeedback, TrainResult
 from ros_tensorflow_msgs.srv import Predict, PredictResponse
+from rospy.numpy_msg import numpy_msg
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger, TriggerResponse
 
 from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter, optional_callbacks
 from ros_tensorflow.datasets import DatasetError, Datasets
-from ros_tensorflow.model import ModelWrapper, as_labelled_samples, as_samples, classify
+from ros_tensorflow.model import ModelWrapper, as_labelled_samples, as_samples, classify, prediction_rows
 from ros_tensorflow.persistence import ModelFileError, backup_path, load_model, save_model
 from ros_tensorflow.sample_store import SampleStore
 from ros_tensorflow.streaming import MicroBatcher
 
 
 def _param(name, default, rule=None):
-    """~name, or default; ValueError naming it when it breaks rule ('int > 0' or '>= 0')."""
+    """~name, or default; ValueError naming it when it breaks rule ('int > 0', 'int >= 0' or '>= 0')."""
     value = rospy.get_param(f"~{name}", default)
-    if rule == "int > 0":
-        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    elif rule == ">= 0":
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-    else:
-        ok = True
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_number = is_int or isinstance(value, float)
+    ok = {
+        None: True,
+        "int > 0": is_int and value > 0,
+        "int >= 0": is_int and value >= 0,
+        ">= 0": is_number and value >= 0,
+    }[rule]
     if not ok:
         raise ValueError(f"parameter {rospy.resolve_name('~' + name)} must be {rule}, got {value!r}")
     return value
 
 
-def _prediction_fields(output):
+def _publisher(name, msg_class, queue_size):
+    """queue_size 0: publish on the calling thread, over twice as fast as rospy's queued publishing,
+    which yields the GIL after every message; a subscriber that stops reading then holds the caller up."""
+    if queue_size:
+        return rospy.Publisher(name, msg_class, queue_size=queue_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)  # rospy's nudge towards queue_size: chosen deliberately
+        return rospy.Publisher(name, msg_class, queue_size=None)
+
+
+def _prediction_fields(rows):
     """The classes, confidences and output fields shared by Predict's response and Prediction."""
-    classes, confidences = classify(output)
-    return {"classes": classes.tolist(), "confidences": confidences.tolist(), "output": output.ravel().tolist()}
+    classes, confidences, outputs = zip(*rows, strict=True)
+    return {"classes": classes, "confidences": confidences, "output": [value for row in outputs for value in row]}
 
 
 class RosInterface:
@@ -77,10 +91,9 @@ class RosInterface:
         self.samples_rejected = 0
 
         queue_size = _param("queue_size", 100, "int > 0")
-        # One model call answers up to queue_size inputs at once: room for two such bursts.
-        self._prediction_pub = rospy.Publisher("~prediction", Prediction, queue_size=2 * queue_size)
+        self._prediction_pub = _publisher("~prediction", Prediction, _param("publish_queue_size", 0, "int >= 0"))
         self._batcher = MicroBatcher(
-            lambda x: self.wrapper.predict(x),
+            lambda x: prediction_rows(self.wrapper.predict(x)),
             self._publish_prediction,
             max_batch=_param("max_batch", 256, "int > 0"),
             queue_size=queue_size,
@@ -88,7 +101,7 @@ class RosInterface:
         )
         rospy.on_shutdown(self._batcher.close)
         self._subscribers = [
-            rospy.Subscriber("~input", Float64MultiArray, self._handle_input, queue_size=None),
+            rospy.Subscriber("~input", numpy_msg(Float64MultiArray), self._handle_input, queue_size=None),
             rospy.Subscriber("~samples", Sample, self._handle_samples, queue_size=None),
         ]
         self._diagnostics_pub = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=1)
@@ -179,10 +192,9 @@ class RosInterface:
 
     def _handle_predict(self, request):
         try:
-            output = self.wrapper.predict(request.data)
+            fields = _prediction_fields(prediction_rows(self.wrapper.predict(request.data)))
         except ValueError as error:
             raise rospy.ServiceException(str(error)) from None
-        fields = _prediction_fields(output)
         return PredictResponse(i_class=fields["classes"][0], confidence=fields["confidences"][0], **fields)
 
     # --- ~input stream ---------------------------------------------------------
@@ -198,8 +210,8 @@ class RosInterface:
         if self._batcher.submit(received, samples):
             rospy.logwarn_throttle(5, f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
 
-    def _publish_prediction(self, received, output):
-        prediction = Prediction(**_prediction_fields(output))
+    def _publish_prediction(self, received, rows):
+        prediction = Prediction(**_prediction_fields(rows))
         prediction.header.stamp = received
         self._prediction_pub.publish(prediction)
 

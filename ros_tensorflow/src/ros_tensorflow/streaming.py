@@ -17,7 +17,7 @@ class MicroBatcher:
     """
 
     def __init__(self, predict, deliver, max_batch=256, queue_size=100, on_error=None):
-        """predict(x) -> rows for the samples x; deliver(tag, rows) gets each input's rows;
+        """predict(x) -> a sequence of one row per sample of x; deliver(tag, rows) gets each input's rows;
         on_error(exception) is told of a failed model call (its inputs are lost)."""
         self._predict = predict
         self._deliver = deliver
@@ -71,6 +71,8 @@ class MicroBatcher:
             except Exception as error:  # noqa: BLE001 - the stream must outlive a failed call
                 self._on_error(error)
                 continue
-            splits = np.cumsum([len(samples) for samples in inputs])[:-1]
-            for tag, input_rows in zip(tags, np.split(rows, splits), strict=True):
-                self._deliver(tag, input_rows)
+            start = 0
+            for tag, samples in batch:
+                end = start + len(samples)
+                self._deliver(tag, rows[start:end])
+                start = end
