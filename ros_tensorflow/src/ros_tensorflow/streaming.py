@@ -65,9 +65,8 @@ class MicroBatcher:
             batch = self._next_batch()
             if not batch:
                 continue
-            tags, inputs = zip(*batch, strict=True)
             try:
-                rows = self._predict(np.concatenate(inputs))
+                rows = self._predict(np.concatenate([samples for _, samples in batch]))
             except Exception as error:  # noqa: BLE001 - the stream must outlive a failed call
                 self._on_error(error)
                 continue
