@@ -38,6 +38,10 @@ def percentiles_ms(seconds):
     return {f"p{q}": float(np.percentile(seconds, q) * 1e3) for q in (50, 90, 99)}
 
 
+def p50_ms(seconds):
+    return percentiles_ms(seconds)["p50"]
+
+
 def timed(function, n):
     times = []
     for _ in range(n):
@@ -248,17 +252,16 @@ def run_all(client, helper_pids):
         pinned = service_latency(raw_call)
     unpinned = service_latency(raw_call)
     p = percentiles_ms(pinned["ours"])
-    floor_ms = float(np.median(pinned["trivial"]) + np.median(pinned["raw"])) * 1e3
+    floor_ms = p50_ms(pinned["trivial"]) + p50_ms(pinned["raw"])
     ratio = p["p50"] / floor_ms
     row("/predict 1 sample p50 (on one core)", p["p50"], "ms", floor_ms, ratio, "<= 1.5 x floor", ratio <= 1.5)
     row("/predict 1 sample p90 (on one core)", p["p90"], "ms")
     row("/predict 1 sample p99 (on one core)", p["p99"], "ms")
-    row("  floor: trivial service p50", float(np.median(pinned["trivial"])) * 1e3, "ms")
-    row("  floor: raw compiled call p50", float(np.median(pinned["raw"])) * 1e3, "ms")
-    row("  raw compiled call p50, tight loop", float(np.median(timed(raw_call, 3000))) * 1e3, "ms")
-    p50_ms = float(np.median(unpinned["ours"])) * 1e3
-    floor_ms = float(np.median(unpinned["trivial"]) + np.median(unpinned["raw"])) * 1e3
-    row("/predict 1 sample p50 (unpinned)", p50_ms, "ms", floor_ms, p50_ms / floor_ms)
+    row("  floor: trivial service p50", p50_ms(pinned["trivial"]), "ms")
+    row("  floor: raw compiled call p50", p50_ms(pinned["raw"]), "ms")
+    row("  raw compiled call p50, tight loop", p50_ms(timed(raw_call, 3000)), "ms")
+    ours_ms, floor_ms = p50_ms(unpinned["ours"]), p50_ms(unpinned["trivial"]) + p50_ms(unpinned["raw"])
+    row("/predict 1 sample p50 (unpinned)", ours_ms, "ms", floor_ms, ours_ms / floor_ms)
     row("/predict 256 samples", predict_256_samples_per_s(), "samples/s")
 
     echo = TopicProbe("/echo/input", "/echo/output", Float64MultiArray)
