@@ -72,7 +72,7 @@ def test_cancel_after_first_epoch_ends_preempted_with_that_epoch(node):
     result = client.get_result()
     assert result.epochs_completed == 1
     assert result.loss == pytest.approx(feedbacks[0].loss)
-    assert result.message == "cancelled after 1 epochs"
+    assert result.message == "cancelled after 1 epoch"
 
 
 def test_new_goal_preempts_the_running_one(node):
@@ -97,6 +97,7 @@ def test_new_goal_preempts_the_running_one(node):
         (TrainGoal(epochs=1, validation_split=1.0), "validation_split must be in [0, 1)"),
         (TrainGoal(epochs=1, validation_split=float("nan")), "validation_split must be in [0, 1)"),
         (TrainGoal(epochs=1, dataset="no_such_data"), "unknown dataset 'no_such_data'"),
+        (TrainGoal(epochs=1, validation_split=0.999), "validation_split 0.999 of 1000 samples leaves 0 to train on"),
     ],
 )
 def test_bad_goal_is_aborted_with_its_reason_and_the_node_still_serves(node, goal, reason):
@@ -140,6 +141,8 @@ def test_predict_answers_one_class_per_sample(node, predict, k):
         ([0.5] * 25, "got 25"),
         ([0.5] * 9 + [float("nan")], "NaN or Inf"),
         ([float("-inf")] + [0.5] * 9, "NaN or Inf"),
+        ([1e39] + [0.0] * 9, "outside float32's range"),
+        ([1e308] * 3 + [0.0] * 7, "outside float32's range"),
     ],
 )
 def test_bad_predict_request_is_a_service_error_and_the_node_still_serves(predict, data, reason):

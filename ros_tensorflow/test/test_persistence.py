@@ -5,17 +5,19 @@ import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 import rosbag
 from ros_tensorflow_msgs.msg import Sample
+from std_msgs.msg import String
 
 from ros_tensorflow.callbacks import optional_callbacks
 from ros_tensorflow.datasets import DatasetError, Datasets, make_synthetic
 from ros_tensorflow.model import ModelWrapper, NotTrainableError, as_labelled_samples, build_classifier
-from ros_tensorflow.persistence import ModelFileError, backup_path, load_model, save_model
+from ros_tensorflow.persistence import ModelFileError, backup_path, file_digest, load_model, save_model
 from ros_tensorflow.sample_store import SampleStore
 
 X, Y = make_synthetic(n_samples=60, seed=5)
@@ -72,7 +74,11 @@ def test_store_keeps_every_committed_sample_through_sigkill(tmp_path):
 @pytest.mark.parametrize(
     "data, labels, reason",
     [
-        ([0.5] * 20, [0], "expected 2 labels"),
+        ([0.5] * 20, [0], r"expected labels of shape \(2,\), one per sample, got shape \(1,\)"),
+        ([0.5] * 20, [[0], [1]], r"expected labels of shape \(2,\), one per sample, got shape \(2, 1\)"),
+        ([0.5] * 20, ["0", "1"], "labels must be numbers, got strings"),
+        (["0.5"] * 10, [0], "input values must be numbers, got strings"),
+        ([1e39] + [0.5] * 9, [0], "outside float32's range"),
         ([0.5] * 20, [0, 2], r"labels must be in \[0, 2\), got \[2\]"),
         ([0.5] * 20, [-1, 1], "got \\[-1\\]"),
         ([0.5] * 19 + [float("nan")], [0, 1], "NaN or Inf"),
@@ -134,7 +140,7 @@ def test_bad_dataset_files_give_one_clear_error(datasets, tmp_path):
         "data.txt": "unknown dataset 'data.txt'",
         write_bytes(tmp_path / "trunc.npz", (tmp_path / "good.npz").read_bytes()[:200]): "trunc.npz is not a readable",
         write_bytes(tmp_path / "junk.csv", b"1,2,3\nfoo,bar\n"): "junk.csv cannot be used",
-        write_bytes(tmp_path / "junk.bag", b"not a bag"): "junk.bag cannot be used",
+        write_bytes(tmp_path / "junk.bag", b"not a bag"): "junk.bag is not a rosbag file",
     }
     np.savez(tmp_path / "no_y.npz", x=X)
     cases["no_y.npz"] = r"lacks the arrays \['y'\]"
@@ -144,6 +150,25 @@ def test_bad_dataset_files_give_one_clear_error(datasets, tmp_path):
     cases["labels.npz"] = r"labels.npz cannot be used: labels must be in \[0, 2\)"
     np.savetxt(tmp_path / "cols.csv", X, delimiter=",")
     cases["cols.csv"] = "has 10 columns, expected 10 features and a label"
+    np.savez(tmp_path / "y2d.npz", x=X, y=Y[:, None])
+    cases["y2d.npz"] = r"expected labels of shape \(60,\), one per sample, got shape \(60, 1\)"
+    np.save(tmp_path / "single.npy", X)
+    cases[write_bytes(tmp_path / "single.npz", (tmp_path / "single.npy").read_bytes())] = "a single .npy array"
+    np.savez(tmp_path / "strings.npz", x=X.astype(str), y=Y)
+    cases["strings.npz"] = "array x must be numbers, got strings"
+    np.savez(tmp_path / "big.npz", x=X * 1e300, y=Y)
+    cases["big.npz"] = "outside float32's range"
+    cases[write_bytes(tmp_path / "binary.csv", bytes(range(128, 256)) * 8)] = "not a text CSV file: byte 0"
+    cases[write_bytes(tmp_path / "empty.csv", b"")] = "has no data rows"
+    cases[write_bytes(tmp_path / "random.bag", bytes(range(128, 256)) * 8)] = "not a rosbag file"
+    with rosbag.Bag(str(tmp_path / "strings.bag"), "w") as bag:
+        bag.write("/ros_tensorflow/samples", String(data="hello"))
+    cases["strings.bag"] = (
+        "holds std_msgs/String messages on topic /ros_tensorflow/samples, expected ros_tensorflow_msgs/Sa"
+    )
+    with rosbag.Bag(str(tmp_path / "elsewhere.bag"), "w") as bag:
+        bag.write("/other", Sample(data=[1.0] * 10, labels=[1]))
+    cases["elsewhere.bag"] = r"no Sample messages on topic /ros_tensorflow/samples \(its topics: /other"
     for name, reason in cases.items():
         with pytest.raises(DatasetError, match=reason):
             datasets.load(name)
@@ -178,6 +203,75 @@ def test_a_failed_save_leaves_the_old_model_and_no_partial_file(tmp_path):
         save_model(DiesWhileSaving(), path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["model.backup.keras", "model.keras"]
+
+
+def predictions_of(path):
+    return load_model(path)[0].predict(X, verbose=0)
+
+
+def test_a_save_never_replaces_the_backup_with_a_file_that_does_not_load(tmp_path):
+    path = tmp_path / "model.keras"
+    good, newer, newest = build_classifier(), build_classifier(), build_classifier()
+    save_model(good, path)
+    save_model(newer, path)  # the backup is now `good`
+    path.write_bytes(os.urandom(5000))
+    save_model(newest, path)
+    np.testing.assert_allclose(predictions_of(backup_path(path)), good.predict(X, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(predictions_of(path), newest.predict(X, verbose=0), atol=1e-6)
+
+
+def test_a_model_file_put_there_by_hand_becomes_the_backup_and_a_known_one_is_not_loaded_again(tmp_path):
+    path = tmp_path / "model.keras"
+    by_hand = build_classifier()
+    by_hand.save(path)
+    digest = save_model(build_classifier(), path)
+    np.testing.assert_allclose(predictions_of(backup_path(path)), by_hand.predict(X, verbose=0), atol=1e-6)
+    assert digest == file_digest(path)
+    # A digest the caller vouches for is taken as loadable without loading it (here a file that would not load).
+    path.write_bytes(b"not a model, but vouched for")
+    save_model(build_classifier(), path, known_good={file_digest(path)})
+    assert backup_path(path).read_bytes() == b"not a model, but vouched for"
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_saved_models_get_the_mode_of_a_normally_created_file(tmp_path, suffix):
+    (tmp_path / "plain").write_bytes(b"")
+    save_model(build_classifier(), tmp_path / f"model{suffix}")
+    save_model(build_classifier(), tmp_path / f"model{suffix}")
+    normal = os.stat(tmp_path / "plain").st_mode
+    assert os.stat(tmp_path / f"model{suffix}").st_mode == normal
+    assert os.stat(backup_path(tmp_path / f"model{suffix}")).st_mode == normal
+
+
+def test_a_model_loaded_from_h5_trains_and_trains_again_after_saving(tmp_path):
+    save_model(build_classifier(), tmp_path / "own.h5")
+    for _ in range(2):
+        wrapper = ModelWrapper(load_model(tmp_path / "own.h5")[0])
+        assert len(wrapper.train(X, Y, epochs=2).history["loss"]) == 2
+        save_model(wrapper.model, tmp_path / "own.h5")
+
+
+def test_bad_model_files_say_what_is_wrong(tmp_path):
+    save_model(build_classifier(), tmp_path / "good.keras")
+    good = (tmp_path / "good.keras").read_bytes()
+    damaged = bytearray(good)
+    damaged[len(good) // 3] ^= 0xFF  # inside a compressed member: its CRC no longer matches
+    cases = {
+        "random.keras": (os.urandom(5000), "not a Keras file"),
+        "truncated.keras": (good[: len(good) // 2], "a corrupt zip archive"),
+        "damaged.keras": (bytes(damaged), "a corrupt zip archive"),
+        "random.h5": (os.urandom(5000), "not an HDF5 file"),
+        "model.pkl": (good, "expected a .keras or .h5 file or a SavedModel folder"),
+    }
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("notes.txt", "a zip, not a model")
+    cases["other.keras"] = ((tmp_path / "other.keras").read_bytes(), "not a Keras model")
+    for name, (content, reason) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ModelFileError, match=f"{name}: .*{reason}"):
+            load_model(tmp_path / name)
+    with pytest.raises(ModelFileError, match="no such file"):
+        load_model(tmp_path / "missing.keras")
 
 
 def test_h5_round_trip_and_bad_files(tmp_path):
@@ -232,6 +326,12 @@ def test_early_stopping_stops_when_nothing_improves():
     callbacks = optional_callbacks(early_stopping_patience=2, validation=True)
     history = wrapper.train(X, Y, epochs=20, validation_split=0.25, callbacks=callbacks)
     assert len(history.history["loss"]) == 3
+
+
+def test_every_goal_gets_a_tensorboard_folder_of_its_own(tmp_path):
+    # Three goals within the same second: the old per-second names made them share one run.
+    logdirs = [optional_callbacks(tensorboard_dir=str(tmp_path))[0].log_dir for _ in range(3)]
+    assert len(set(logdirs)) == 3 and all(os.path.isdir(logdir) for logdir in logdirs)
 
 
 def test_tensorboard_logs_are_written(tmp_path):

@@ -1,5 +1,6 @@
 """Learning from the robot, end to end: recorded samples, dataset files, models that survive a kill."""
 
+import os
 import threading
 
 import numpy as np
@@ -16,6 +17,7 @@ from test_topics import Diagnostics
 
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.model import build_classifier
+from ros_tensorflow.persistence import load_model
 
 TIMEOUT = rospy.Duration(120)
 PROBE = make_synthetic(n_samples=8, seed=99)[0]
@@ -78,11 +80,12 @@ def test_bad_samples_are_rejected_and_clear_samples_empties_the_store(node):
             Sample(data=[0.5] * 20, labels=[0]),
             Sample(data=[0.5] * 20, labels=[0, 2]),
             Sample(data=[float("nan")] * 10, labels=[1]),
+            Sample(data=[1e39] + [0.5] * 9, labels=[1]),
             Sample(data=[0.5] * 10, labels=[1]),
         ]
     )
     diagnostics.wait_until(
-        lambda s: s["samples_rejected"] == "3" and s["samples_stored"] == "1", "1 stored, 3 rejected"
+        lambda s: s["samples_rejected"] == "4" and s["samples_stored"] == "1", "1 stored, 4 rejected"
     )
     answer = trigger("/ros_tensorflow/clear_samples")
     assert answer.success and answer.message == "cleared 1 samples"
@@ -140,6 +143,35 @@ def test_a_corrupt_model_falls_back_to_the_backup_then_to_a_fresh_model(launch_n
     diagnostics.wait_until(lambda s: s["model"] == "fresh", "a fresh model")
 
 
+def test_training_on_the_backup_keeps_it_and_never_copies_the_corrupt_file_over_it(launch_node, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    backup = build_classifier()
+    backup.save(data_dir / "model.backup.keras")
+    (data_dir / "model.keras").write_bytes(os.urandom(5000))
+    node, client = launch_node()
+    Diagnostics().wait_until(lambda s: s["model"] == str(data_dir / "model.backup.keras"), "the backup in use")
+    state, result = train(client, epochs=1)
+    assert state == GoalStatus.SUCCEEDED and result.message == "finished 1 epoch"
+    trained = predict(PROBE)
+    node.stop()
+    kept, _ = load_model(data_dir / "model.backup.keras")
+    np.testing.assert_allclose(kept.predict(PROBE, verbose=0), backup.predict(PROBE, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(load_model(data_dir / "model.keras")[0].predict(PROBE, verbose=0), trained, atol=1e-5)
+    assert "not a Keras file (a .keras file is a zip archive)" in node.log_path.read_text()
+
+
+def test_a_model_from_an_h5_file_trains_again_after_a_reload(launch_node, tmp_path):
+    model_path = tmp_path / "own.h5"
+    build_classifier().save(model_path)
+    _, client = launch_node(model_path=model_path)
+    for _ in range(2):
+        state, result = train(client, epochs=2)
+        assert state == GoalStatus.SUCCEEDED and result.model_path == str(model_path), result.message
+        answer = trigger("/ros_tensorflow/reload")
+        assert answer.success, answer.message
+
+
 def test_saved_model_serves_predictions_and_refuses_to_train(launch_node, tmp_path):
     model = build_classifier()
     model.export(str(tmp_path / "exported"), verbose=False)
@@ -184,13 +216,14 @@ def test_reload_switches_models_while_predictions_keep_flowing(launch_node, tmp_
 
 
 def test_save_and_reload_services_and_a_bad_reload(node, tmp_path):
-    _, client = node
+    node, _ = node
     answer = trigger("/ros_tensorflow/save")
     assert answer.success and (tmp_path / "data" / "model.keras").is_file()
     before = predict(PROBE)
-    (tmp_path / "data" / "model.keras").write_bytes(b"garbage")
+    (tmp_path / "data" / "model.keras").write_bytes(os.urandom(5000))
     answer = trigger("/ros_tensorflow/reload")
-    assert not answer.success and "the current model stays" in answer.message
+    assert not answer.success and "not a Keras file" in answer.message and "the current model stays" in answer.message
+    wait_for(lambda: "reload failed: cannot load the model" in node.log(), 30, "the failed reload in the node's log")
     np.testing.assert_allclose(predict(PROBE), before)
 
 

@@ -112,6 +112,27 @@ def test_a_failing_call_is_reported_and_the_stream_goes_on(batcher_factory):
     assert [str(e) for e in errors] == ["negative"]
 
 
+def test_a_bad_input_in_a_batch_loses_only_its_own_rows(batcher_factory):
+    errors, out = [], Collector()
+    predict = GatedPredict()
+
+    def fails_on_negatives(x):
+        if (x < 0).any():
+            raise ValueError("negative")
+        return predict(x)
+
+    batcher = batcher_factory(fails_on_negatives, out.deliver, on_error=errors.append)
+    batcher.submit("busy", np.ones((1, 1)))
+    assert predict.started.wait(timeout=60)
+    for tag, value in (("before", 1.0), ("bad", -1.0), ("after", 2.0)):
+        batcher.submit(tag, np.full((1, 1), value))
+    predict.gate.set()
+    items = out.wait_for(3)
+    assert [tag for tag, _ in items] == ["busy", "before", "after"]
+    assert [rows.tolist() for _, rows in items] == [[[2.0]], [[2.0]], [[4.0]]]
+    assert [str(e) for e in errors] == ["negative"]
+
+
 def test_with_a_real_model_each_input_gets_its_own_prediction_rows(batcher_factory):
     wrapper, out = ModelWrapper(), Collector()
     batcher = batcher_factory(lambda x: prediction_rows(wrapper.predict(x)), out.deliver)

@@ -4,6 +4,7 @@ They know nothing of ROS: RosInterface passes in functions that publish
 feedback or read the action server's preempt flag.
 """
 
+import itertools
 import math
 import os
 import time
@@ -106,6 +107,19 @@ def optional_callbacks(early_stopping_patience=0, validation=False, tensorboard_
             )
         )
     if tensorboard_dir:
-        run = time.strftime("%Y%m%d-%H%M%S")
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(os.path.expanduser(tensorboard_dir), run)))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=new_run_folder(tensorboard_dir)))
     return callbacks
+
+
+def new_run_folder(parent):
+    """A folder of its own for one goal's logs: <time>, or <time>-2, -3... for goals within the same second."""
+    parent = os.path.expanduser(parent)
+    os.makedirs(parent, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        run = os.path.join(parent, stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            os.mkdir(run)  # fails if another goal took the name: then try the next
+            return run
+        except FileExistsError:
+            continue

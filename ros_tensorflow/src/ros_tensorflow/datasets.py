@@ -1,11 +1,15 @@
 """Datasets a train goal can name: built-in, recorded, or a file under the data folder."""
 
 import pathlib
+import warnings
 import zipfile
 
 import numpy as np
 
-from ros_tensorflow.model import as_labelled_samples
+from ros_tensorflow.model import as_labelled_samples, numeric_array
+
+SAMPLE_TYPE = "ros_tensorflow_msgs/Sample"
+BAG_HEADER = b"#ROSBAG V2.0\n"
 
 
 class DatasetError(ValueError):
@@ -78,16 +82,31 @@ class Datasets:
     @staticmethod
     def _npz(path):
         try:
-            with np.load(path, allow_pickle=False) as arrays:
+            arrays = np.load(path, allow_pickle=False)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+            raise DatasetError(f"dataset file {path} is not a readable .npz: {error}") from error
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise DatasetError(f"dataset file {path} is a single .npy array, not a .npz archive of arrays x and y")
+        try:
+            with arrays:
                 missing = {"x", "y"} - set(arrays.files)
                 if missing:
                     raise DatasetError(f"dataset file {path} lacks the arrays {sorted(missing)} (needs x and y)")
-                return arrays["x"], arrays["y"]
+                return numeric_array(arrays["x"], "array x"), numeric_array(arrays["y"], "array y")
         except (zipfile.BadZipFile, EOFError, OSError) as error:
             raise DatasetError(f"dataset file {path} is not a readable .npz: {error}") from error
 
     def _csv(self, path):
-        table = np.loadtxt(path, delimiter=",", ndmin=2, comments="#")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data": said below
+                table = np.loadtxt(path, delimiter=",", ndmin=2, comments="#")
+        except UnicodeDecodeError as error:
+            raise DatasetError(
+                f"dataset file {path} is not a text CSV file: byte {error.start} is not UTF-8 text"
+            ) from error
+        if table.size == 0:
+            raise DatasetError(f"dataset file {path} has no data rows (expected {self.input_dim} features and a label)")
         if table.shape[1] != self.input_dim + 1:
             raise DatasetError(
                 f"dataset file {path} has {table.shape[1]} columns, expected {self.input_dim} features and a label"
@@ -97,8 +116,27 @@ class Datasets:
     def _bag(self, path):
         import rosbag  # only bag files need ROS's Python libraries
 
-        data, labels = [], []
-        with rosbag.Bag(str(path)) as bag:
+        with open(path, "rb") as file:
+            if file.read(len(BAG_HEADER)) != BAG_HEADER:
+                raise DatasetError(f"dataset file {path} is not a rosbag file (it lacks the '#ROSBAG V2.0' header)")
+        try:
+            bag = rosbag.Bag(str(path))
+        except (rosbag.ROSBagException, ValueError, OSError) as error:
+            raise DatasetError(f"dataset file {path} is not a readable rosbag file: {error!r}") from error
+        with bag:
+            topics = bag.get_type_and_topic_info().topics
+            found = topics.get(self.bag_topic)
+            if found is None:
+                held = ", ".join(f"{topic} ({info.msg_type})" for topic, info in sorted(topics.items())) or "none"
+                raise DatasetError(
+                    f"dataset file {path} has no Sample messages on topic {self.bag_topic} (its topics: {held})"
+                )
+            if found.msg_type != SAMPLE_TYPE:
+                raise DatasetError(
+                    f"dataset file {path} holds {found.msg_type} messages on topic {self.bag_topic},"
+                    f" expected {SAMPLE_TYPE}"
+                )
+            data, labels = [], []
             for _, msg, _ in bag.read_messages(topics=[self.bag_topic]):
                 x, y = as_labelled_samples(msg.data, msg.labels, self.input_dim, self.output_dim)
                 data.append(x)

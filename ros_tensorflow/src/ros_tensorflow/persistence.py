@@ -1,9 +1,11 @@
 """Models on disk: atomic saves with a backup, and loading whatever a user brings."""
 
+import hashlib
 import os
 import pathlib
+import secrets
 import shutil
-import tempfile
+import zipfile
 
 import keras
 
@@ -22,8 +24,9 @@ def _replace_atomically(write, path):
     """write(tmp_path) in path's folder, then rename over path: a reader sees the old file or the new, whole."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}{path.suffix}")
+    # Created as open() would (0666 less the umask), not mkstemp's 0600: the model keeps a normal file's mode.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(tmp)
         with open(tmp, "rb") as written:
@@ -39,17 +42,40 @@ def _replace_atomically(write, path):
         os.close(dir_fd)
 
 
-def save_model(model, path):
-    """Save model to path (.keras or .h5) atomically; the file it replaces becomes the backup."""
+def file_digest(path):
+    """SHA-256 of a file: recognises a model file this process loaded or wrote, without loading it again."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def save_model(model, path, known_good=()):
+    """Save model to path (.keras or .h5) atomically; returns the new file's digest.
+
+    The file it replaces becomes the backup only if it is a model: one whose
+    digest is in known_good (loaded or saved before), or else one that loads
+    now. A corrupt file never replaces the backup, which may be the only good
+    model left.
+    """
     path = pathlib.Path(path)
     if path.suffix not in (".keras", ".h5"):
         raise ModelFileError(f"cannot save to {path}: the model path must end in .keras or .h5")
     try:
-        if path.is_file():
+        if path.is_file() and _is_loadable(path, known_good):
             _replace_atomically(lambda tmp: shutil.copyfile(path, tmp), backup_path(path))
         _replace_atomically(model.save, path)
+        return file_digest(path)
     except OSError as error:
         raise ModelFileError(f"cannot save the model to {path}: {error}") from error
+
+
+def _is_loadable(path, known_good):
+    if file_digest(path) in known_good:
+        return True
+    try:
+        load_model(path)
+    except ModelFileError:
+        return False
+    return True
 
 
 def load_model(path):
@@ -59,14 +85,55 @@ def load_model(path):
     file's choosing. A SavedModel is wrapped for prediction only.
     """
     path = pathlib.Path(path)
+    if not path.is_dir():
+        _check_model_file(path)
     try:
         if path.is_dir():
             return _saved_model_for_prediction(path), False
         model = keras.models.load_model(path, safe_mode=True)
+        if path.suffix == ".h5" and model.compiled:
+            # Keras 3 builds a legacy .h5's optimizer for variables the loaded model does not have
+            # ("Unknown variable"): a fresh optimizer of the same configuration trains it.
+            model.compile_from_config(model.get_compile_config())
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
         raise ModelFileError(f"cannot load the model {path}: {error}") from error
     check_classifier_shape(model, path)
     return model, True
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+
+
+def _check_model_file(path):
+    """Say what is wrong with a file Keras would only call 'not found'."""
+    if not path.exists():
+        raise ModelFileError(f"cannot load the model {path}: no such file or folder")
+    if path.suffix not in (".keras", ".h5"):
+        raise ModelFileError(f"cannot load the model {path}: expected a .keras or .h5 file or a SavedModel folder")
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(HDF5_SIGNATURE))
+    except OSError as error:
+        raise ModelFileError(f"cannot load the model {path}: the file cannot be read: {error.strerror}") from error
+    if path.suffix == ".h5":
+        if head != HDF5_SIGNATURE:
+            raise ModelFileError(f"cannot load the model {path}: not an HDF5 file (it lacks the HDF5 signature)")
+        return
+    if not head.startswith(ZIP_SIGNATURE):
+        raise ModelFileError(f"cannot load the model {path}: not a Keras file (a .keras file is a zip archive)")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"cannot load the model {path}: a corrupt zip archive (truncated: no central directory)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ModelFileError(f"cannot load the model {path}: a corrupt zip archive: {error}") from error
+    if damaged is not None:
+        raise ModelFileError(f"cannot load the model {path}: a corrupt zip archive ({damaged} fails its CRC check)")
+    if "config.json" not in names:
+        raise ModelFileError(f"cannot load the model {path}: a zip archive, but not a Keras model (no config.json)")
 
 
 def _saved_model_for_prediction(path):

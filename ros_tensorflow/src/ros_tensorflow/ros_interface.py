@@ -19,9 +19,16 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger, TriggerResponse
 
 from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter, optional_callbacks
-from ros_tensorflow.datasets import DatasetError, Datasets
-from ros_tensorflow.model import ModelWrapper, as_labelled_samples, as_samples, classify, prediction_rows
-from ros_tensorflow.persistence import ModelFileError, backup_path, load_model, save_model
+from ros_tensorflow.datasets import Datasets
+from ros_tensorflow.model import (
+    ModelWrapper,
+    as_labelled_samples,
+    as_samples,
+    check_validation_split,
+    classify,
+    prediction_rows,
+)
+from ros_tensorflow.persistence import ModelFileError, backup_path, file_digest, load_model, save_model
 from ros_tensorflow.sample_store import SampleStore
 from ros_tensorflow.streaming import MicroBatcher
 
@@ -50,6 +57,10 @@ def _publisher(name, msg_class, queue_size):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)  # rospy's nudge towards queue_size: chosen deliberately
         return rospy.Publisher(name, msg_class, queue_size=None)
+
+
+def _epochs(count):
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
 
 
 def _prediction_fields(rows):
@@ -83,6 +94,7 @@ class RosInterface:
         except (OSError, sqlite3.Error) as error:
             raise ValueError(f"parameter ~data_dir: {self.data_dir} is not usable: {error}") from error
 
+        self._good_model_files = set()  # digests of model files loaded or saved: a save keeps those as backup
         self.wrapper, self.model_source = self._startup_model()
         self.training_epoch = None  # None while idle, else the running epoch (0-based)
         self._training = threading.Lock()  # held while a goal trains: ~save and ~reload refuse meanwhile
@@ -135,6 +147,8 @@ class RosInterface:
             wrapper = ModelWrapper(model, trainable=trainable, learning_rate=self.model_params["learning_rate"])
         except Exception as error:  # noqa: BLE001 - e.g. a model Keras cannot clone: fall back, do not crash
             raise ModelFileError(f"cannot use the model {path}: {error}") from error
+        if os.path.isfile(path):
+            self._good_model_files.add(file_digest(path))
         sizes = (wrapper.input_dim, wrapper.output_dim)
         if sizes != (self.model_params["input_dim"], self.model_params["output_dim"]):
             rospy.logwarn(
@@ -166,12 +180,11 @@ class RosInterface:
         if not self._training.acquire(blocking=False):
             return TriggerResponse(False, "a training runs: the model is saved when it ends")
         try:
-            save_model(self.wrapper.model, self.model_path)
+            self._save(self.wrapper)
         except ModelFileError as error:
             return TriggerResponse(False, str(error))
         finally:
             self._training.release()
-        self.model_source = self.model_path
         return TriggerResponse(True, f"saved to {self.model_path}")
 
     def _handle_reload(self, _request):
@@ -182,11 +195,17 @@ class RosInterface:
             self._served_by_earlier_models += self.wrapper.predictions_served
             self.wrapper, self.model_source = wrapper, self.model_path
         except ModelFileError as error:
+            rospy.logwarn("reload failed: %s; the current model stays", error)
             return TriggerResponse(False, f"{error}; the current model stays")
         finally:
             self._training.release()
         rospy.loginfo("reloaded the model from %s", self.model_path)
         return TriggerResponse(True, f"reloaded {self.model_path} ({wrapper.input_dim} -> {wrapper.output_dim})")
+
+    def _save(self, wrapper):
+        """Save to ~model_path; the replaced file becomes the backup only if it is a model (persistence.save_model)."""
+        self._good_model_files.add(save_model(wrapper.model, self.model_path, self._good_model_files))
+        self.model_source = self.model_path
 
     # --- predict ---------------------------------------------------------------
 
@@ -281,7 +300,8 @@ class RosInterface:
                         self.data_dir, wrapper.input_dim, wrapper.output_dim, self.sample_store, self.bag_topic
                     )
                     x, y = datasets.load(goal.dataset or self.dataset)
-            except DatasetError as dataset_error:
+                    check_validation_split(len(x), goal.validation_split)
+            except ValueError as dataset_error:  # DatasetError, or a split the data cannot fill
                 error = str(dataset_error)
             if error is not None:
                 rospy.logwarn("train goal rejected: %s", error)
@@ -325,16 +345,15 @@ class RosInterface:
         for name, value in epochs.last_metrics.items():
             setattr(result, name, value)
         if cancel.cancelled:
-            result.message = f"cancelled after {epochs.epochs_completed} epochs"
+            result.message = f"cancelled after {_epochs(epochs.epochs_completed)}"
         elif epochs.epochs_completed < goal.epochs:
-            result.message = f"stopped early after {epochs.epochs_completed} epochs; the best weights were kept"
+            result.message = f"stopped early after {_epochs(epochs.epochs_completed)}; the best weights were kept"
         else:
-            result.message = f"finished {epochs.epochs_completed} epochs"
+            result.message = f"finished {_epochs(epochs.epochs_completed)}"
         if not cancel.cancelled or self.save_on_cancel:
             try:
-                save_model(wrapper.model, self.model_path)
+                self._save(wrapper)
                 result.model_path = self.model_path
-                self.model_source = self.model_path
             except ModelFileError as error:
                 rospy.logerr("%s", error)
                 result.message += f"; not saved: {error}"

@@ -63,15 +63,22 @@ class MicroBatcher:
     def _run(self):
         while not self._closed:
             batch = self._next_batch()
-            if not batch:
-                continue
-            try:
-                rows = self._predict(np.concatenate([samples for _, samples in batch]))
-            except Exception as error:  # noqa: BLE001 - the stream must outlive a failed call
+            if batch:
+                self._predict_and_deliver(batch)
+
+    def _predict_and_deliver(self, batch):
+        """One call for the batch; if it fails, one call per input, so a bad input loses only its own rows."""
+        try:
+            rows = self._predict(np.concatenate([samples for _, samples in batch]))
+        except Exception as error:  # noqa: BLE001 - the stream must outlive a failed call
+            if len(batch) == 1:
                 self._on_error(error)
-                continue
-            start = 0
-            for tag, samples in batch:
-                end = start + len(samples)
-                self._deliver(tag, rows[start:end])
-                start = end
+            else:
+                for one in batch:
+                    self._predict_and_deliver([one])
+            return
+        start = 0
+        for tag, samples in batch:
+            end = start + len(samples)
+            self._deliver(tag, rows[start:end])
+            start = end
