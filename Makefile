@@ -12,13 +12,14 @@ APT_PACKAGES := catkin ros-message-generation ros-message-runtime rosout rosbash
 	python3-rospy python3-roslaunch python3-rostest python3-rostopic python3-rosservice \
 	python3-rosmsg python3-rosnode python3-rosparam python3-rosbag \
 	python3-actionlib python3-actionlib-tools python3-actionlib-msgs \
-	python3-std-msgs python3-std-srvs python3-diagnostic-msgs \
+	python3-std-msgs python3-std-srvs python3-diagnostic-msgs python3-diagnostic-updater \
+	python3-dynamic-reconfigure libdynamic-reconfigure-config-init-mutex-dev \
 	ros-std-msgs ros-std-srvs ros-actionlib-msgs ros-diagnostic-msgs \
 	libactionlib-msgs-dev libstd-msgs-dev libstd-srvs-dev libdiagnostic-msgs-dev \
 	python3-venv python3-dev g++ make cmake
 IN_WORKSPACE := set +u && source $(ROOT)/devel/setup.bash &&
 PACKAGE_FILES := $(shell find ros_tensorflow ros_tensorflow_msgs -name '*.txt' -o -name '*.xml' -o -name '*.msg' \
-	-o -name '*.srv' -o -name '*.action' -o -name 'setup.py' -o -path '*/nodes/*' -o -path '*/env-hooks/*')
+	-o -name '*.srv' -o -name '*.action' -o -name 'setup.py' -o -path '*/nodes/*' -o -path '*/env-hooks/*' -o -name '*.cfg')
 
 .PHONY: deps build run test lint bench clean
 
@@ -41,8 +42,10 @@ endif
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
 	@mkdir -p .stamps && touch $@
 
+# The venv first on PATH: cfg/*.cfg run as `#!/usr/bin/env python3` and need Debian's ROS modules.
 devel/setup.bash: .stamps/apt .stamps/venv $(PACKAGE_FILES)
-	$(if $(ROS_SETUP),source $(ROS_SETUP) &&) catkin_make -C $(ROOT) -DPYTHON_EXECUTABLE=$(PYTHON) >/dev/null
+	$(if $(ROS_SETUP),source $(ROS_SETUP) &&) PATH=$(VENV)/bin:$$PATH \
+		catkin_make -C $(ROOT) -DPYTHON_EXECUTABLE=$(PYTHON) >/dev/null
 	@touch $@
 
 build: devel/setup.bash
@@ -58,7 +61,8 @@ test: build lint
 	$(IN_WORKSPACE) $(PYTHON) -m pytest ros_tensorflow/test
 
 bench: build
-	$(IN_WORKSPACE) TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) ros_tensorflow/test/bench.py
+	$(IN_WORKSPACE) PYTHONPATH=$(ROOT)/ros_tensorflow/test:$$PYTHONPATH TF_CPP_MIN_LOG_LEVEL=2 \
+		$(PYTHON) ros_tensorflow/bench/bench.py
 
 clean:
 	rm -rf build devel install .stamps src/CMakeLists.txt

@@ -3,9 +3,27 @@
 
 import sys
 
+import numpy as np
 import rospy
 
 from ros_tensorflow.ros_interface import RosInterface
+from ros_tensorflow.samples import classify
+
+
+def main_loop_demo(interface):
+    """The tutorial's prediction in the main loop, at ~loop_rate Hz (0: off), which may change while running."""
+    rng = np.random.default_rng()
+    while not rospy.is_shutdown():
+        loop_rate = interface.settings.loop_rate
+        if loop_rate > 0:
+            wrapper = interface.keeper.wrapper
+            classes, confidences = classify(wrapper.predict(rng.random(wrapper.input_dim)))
+            rospy.loginfo("main loop: class %d (confidence %.3f)", classes[0], confidences[0])
+        try:
+            rospy.sleep(1.0 / loop_rate if loop_rate > 0 else 0.5)
+        except rospy.ROSInterruptException:
+            break
+
 
 if __name__ == "__main__":
     rospy.init_node("ros_tensorflow")
@@ -14,4 +32,4 @@ if __name__ == "__main__":
     except ValueError as error:  # a bad parameter
         rospy.logfatal("%s", error)
         sys.exit(1)
-    interface.spin()
+    main_loop_demo(interface)

@@ -1,11 +1,12 @@
 """The Keras callbacks in real training runs."""
 
 import math
+import os
 import threading
 
 import keras
 
-from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter
+from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter, optional_callbacks
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.model import ModelWrapper
 
@@ -82,3 +83,22 @@ def test_progress_reporter_is_throttled():
     reporter = BatchProgressReporter(lambda batch, per_epoch: reports.append(batch), max_rate_hz=1e-6)
     ModelWrapper().train(X, Y, epochs=3, batch_size=32, callbacks=[reporter])
     assert reports == [1]
+
+
+def test_early_stopping_stops_when_nothing_improves():
+    wrapper = ModelWrapper(learning_rate=0.0)  # val_loss, on the same validation samples each epoch, stays put
+    callbacks = optional_callbacks(early_stopping_patience=2, validation=True)
+    history = wrapper.train(X, Y, epochs=20, validation_split=0.25, callbacks=callbacks)
+    assert len(history.history["loss"]) == 3
+
+
+def test_every_goal_gets_a_tensorboard_folder_of_its_own(tmp_path):
+    # Three goals within the same second: the old per-second names made them share one run.
+    logdirs = [optional_callbacks(tensorboard_dir=str(tmp_path))[0].log_dir for _ in range(3)]
+    assert len(set(logdirs)) == 3 and all(os.path.isdir(logdir) for logdir in logdirs)
+
+
+def test_tensorboard_logs_are_written(tmp_path):
+    ModelWrapper().train(X, Y, epochs=2, callbacks=optional_callbacks(tensorboard_dir=str(tmp_path)))
+    events = [name for _, _, files in os.walk(tmp_path) for name in files if name.startswith("events.out.tfevents")]
+    assert events

@@ -5,7 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from ros_tensorflow.model import ModelWrapper, prediction_rows
+from ros_tensorflow.model import ModelWrapper
+from ros_tensorflow.samples import prediction_rows
 from ros_tensorflow.streaming import MicroBatcher
 
 

@@ -32,18 +32,20 @@ class Stream:
 
 
 class Diagnostics:
-    """The latest status of the node on /diagnostics, as a dict."""
+    """The latest of one of the node's statuses on /diagnostics, as a dict of its values plus _level and _message."""
 
-    def __init__(self):
+    def __init__(self, name="/ros_tensorflow: model"):
+        self.name = name
         self.latest = None
         self._updated = threading.Condition()
         self.sub = rospy.Subscriber("/diagnostics", DiagnosticArray, self._on_diagnostics)
 
     def _on_diagnostics(self, array):
         for status in array.status:
-            if status.hardware_id == "/ros_tensorflow":
+            if status.name == self.name and status.hardware_id == "/ros_tensorflow":
                 with self._updated:
                     self.latest = {kv.key: kv.value for kv in status.values}
+                    self.latest.update(_level=status.level, _message=status.message)
                     self._updated.notify_all()
 
     def wait_until(self, condition, what, timeout=30):

@@ -6,7 +6,7 @@ import zipfile
 
 import numpy as np
 
-from ros_tensorflow.model import as_labelled_samples, numeric_array
+from ros_tensorflow.samples import as_labelled_samples, numeric_array
 
 SAMPLE_TYPE = "ros_tensorflow_msgs/Sample"
 BAG_HEADER = b"#ROSBAG V2.0\n"

@@ -1,5 +1,6 @@
 """SampleStore: labelled samples recorded by the robot, kept in SQLite."""
 
+import os
 import sqlite3
 import threading
 
@@ -23,6 +24,15 @@ class SampleStore:
             "CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, data BLOB NOT NULL, label INTEGER NOT NULL)"
         )
         self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+
+    @classmethod
+    def open_in(cls, data_dir):
+        """The store <data_dir>/samples.sqlite, the folder made if needed; ValueError if it cannot be used."""
+        try:
+            os.makedirs(data_dir, exist_ok=True)
+            return cls(os.path.join(data_dir, "samples.sqlite"))
+        except (OSError, sqlite3.Error) as error:
+            raise ValueError(f"{data_dir} is not usable: {error}") from error
 
     def __len__(self):
         return self._count

@@ -24,7 +24,7 @@ class MicroBatcher:
         self._on_error = on_error or (lambda error: None)
         self.max_batch = max_batch
         self._queue = collections.deque()
-        self._queue_size = queue_size
+        self.queue_size = queue_size
         self._wakeup = threading.Condition()
         self._closed = False
         self.dropped = 0
@@ -35,7 +35,7 @@ class MicroBatcher:
         """Queue samples, shape (k, input_dim), to be delivered with tag. Returns how many inputs were dropped."""
         with self._wakeup:
             dropped = 0
-            while len(self._queue) >= self._queue_size:
+            while len(self._queue) >= self.queue_size:
                 self._queue.popleft()
                 dropped += 1
             self._queue.append((tag, samples))

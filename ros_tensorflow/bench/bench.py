@@ -3,7 +3,8 @@
 
 Starts its own master, the node (roslaunch), a trivial Predict server and an
 echo node, prints a table and writes it to bench_results/bench.json.
-Not a test: it checks no correctness and fails on nothing.
+Not a test: it checks no correctness and fails on nothing. It shares ros_processes.py with the
+integration tests: `make bench` puts ros_tensorflow/test on PYTHONPATH.
 """
 
 import contextlib

@@ -1,0 +1,109 @@
+"""ModelKeeper: the model the node serves and trains, and its life on disk."""
+
+import contextlib
+import logging
+import os
+import threading
+
+from ros_tensorflow.model import ModelWrapper
+from ros_tensorflow.persistence import ModelFileError, backup_path, file_digest, load_model, save_model
+
+
+class ModelBusyError(RuntimeError):
+    """Refused because a training holds the model."""
+
+
+class ModelKeeper:
+    """Loads the model at start-up (the file, else its backup, else a fresh one), saves it, reloads and
+    swaps it, and holds it for one training at a time.
+
+    `wrapper` is the ModelWrapper in use: readers take the attribute once per call, and a reload
+    replaces it whole. `source` says where it came from (a path, or 'fresh'); `fallback_error`
+    says why the file at `path` is not in use, while a corrupt file forced a fallback.
+    """
+
+    def __init__(self, path, fresh_model, log=None):
+        """fresh_model: ModelWrapper keyword arguments (input_dim, output_dim, hidden_units, learning_rate)."""
+        self.path = str(path)
+        self._fresh_model = fresh_model
+        self._log = log or logging.getLogger(__name__)
+        self._training_lock = threading.Lock()
+        self._good_files = set()  # digests of model files loaded or saved: a save keeps those as backup
+        self._served_by_earlier_models = 0
+        self.fallback_error = None
+        self.wrapper, self.source = self._load_at_startup()
+
+    @property
+    def predictions_served(self):
+        """Samples predicted since start-up, across reloads."""
+        return self._served_by_earlier_models + self.wrapper.predictions_served
+
+    def _load_at_startup(self):
+        for path in (self.path, str(backup_path(self.path))):
+            if not os.path.exists(path):
+                continue
+            try:
+                return self._load(path), path
+            except ModelFileError as error:
+                self.fallback_error = self.fallback_error or str(error)
+                self._log.error("%s; trying the next fallback", error)
+        self._log.info("no usable model at %s: starting a fresh one", self.path)
+        return ModelWrapper(**self._fresh_model), "fresh"
+
+    def _load(self, path):
+        """A ModelWrapper of the model file at path; ModelFileError if it cannot be used."""
+        model, trainable = load_model(path)
+        try:
+            wrapper = ModelWrapper(model, trainable=trainable, learning_rate=self._fresh_model["learning_rate"])
+        except Exception as error:  # noqa: BLE001 - e.g. a model Keras cannot clone: fall back, do not crash
+            raise ModelFileError(f"cannot use the model {path}: {error}") from error
+        if os.path.isfile(path):
+            self._good_files.add(file_digest(path))
+        sizes = (wrapper.input_dim, wrapper.output_dim)
+        asked = (self._fresh_model["input_dim"], self._fresh_model["output_dim"])
+        if sizes != asked:
+            self._log.warning(
+                "model %s is %d -> %d: its sizes win over ~input_dim %d and ~output_dim %d", path, *sizes, *asked
+            )
+        if not trainable:
+            self._log.warning("model %s is a SavedModel: served for prediction only, train goals are refused", path)
+        return wrapper
+
+    @contextlib.contextmanager
+    def _exclusive(self, refusal):
+        if not self._training_lock.acquire(blocking=False):
+            raise ModelBusyError(refusal)
+        try:
+            yield
+        finally:
+            self._training_lock.release()
+
+    @contextlib.contextmanager
+    def training(self):
+        """Hold the model for one training (waiting for one that runs); yields the wrapper to train."""
+        with self._training_lock:
+            yield self.wrapper
+
+    def save(self):
+        """Save now; ModelBusyError while a training holds the model, ModelFileError if it cannot be saved."""
+        with self._exclusive("a training runs: the model is saved when it ends"):
+            self.write()
+
+    def write(self):
+        """Save the model in use to path. The trainer calls this while it holds the model."""
+        if not self.wrapper.trainable:
+            raise ModelFileError(f"the model from {self.source} is a SavedModel and is not saved")
+        self._good_files.add(save_model(self.wrapper.model, self.path, self._good_files))
+        self.source, self.fallback_error = self.path, None
+
+    def reload(self):
+        """Load path again and switch predictions to it at once; the current model stays if it cannot be used."""
+        with self._exclusive("a training runs: reload once it ends"):
+            try:
+                wrapper = self._load(self.path)
+            except ModelFileError as error:
+                self._log.warning("reload failed: %s; the current model stays", error)
+                raise
+            self._served_by_earlier_models += self.wrapper.predictions_served
+            self.wrapper, self.source, self.fallback_error = wrapper, self.path, None
+        return wrapper

@@ -1,0 +1,83 @@
+"""Samples in, predictions out, as plain numpy: the checks every entry point shares, without TensorFlow.
+
+Clients, dataset loaders and the ROS layer use these without loading TensorFlow.
+"""
+
+import numpy as np
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+_KIND_NAMES = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "dates", "m": "times"}
+
+
+def numeric_array(data, what):
+    """data as an array; ValueError for strings, objects and the like, which numpy would otherwise parse."""
+    array = np.asarray(data)
+    if array.size and array.dtype.kind not in "biuf":
+        found = _KIND_NAMES.get(array.dtype.kind, "non-numbers")
+        raise ValueError(f"{what} must be numbers, got {found} (dtype {array.dtype})")
+    return array
+
+
+def as_samples(data, input_dim):
+    """Flat or 2-D input as a (k, input_dim) float array with k >= 1; ValueError says what was expected.
+
+    Values must be finite in float32, the model's dtype: 1e39 is finite in float64
+    but Inf to the model, and would come back as NaN answers.
+    """
+    x = np.asarray(numeric_array(data, "input values"), dtype=np.float64)
+    if x.ndim == 1:
+        if x.size == 0 or x.size % input_dim:
+            raise ValueError(f"expected k * {input_dim} values (k >= 1 samples of input_dim {input_dim}), got {x.size}")
+        x = x.reshape(-1, input_dim)
+    elif x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != input_dim:
+        raise ValueError(f"expected an array of shape (k, {input_dim}) with k >= 1, got shape {x.shape}")
+    if not (np.abs(x) <= FLOAT32_MAX).all():  # one pass: NaN compares false, so it fails this too
+        if not np.isfinite(x).all():
+            raise ValueError("data contains NaN or Inf")
+        raise ValueError(f"data contains values outside float32's range (|v| <= {FLOAT32_MAX:.4g}), the model's dtype")
+    return x
+
+
+def as_labelled_samples(data, labels, input_dim, output_dim):
+    """(x, y) checked as a whole: ValueError says what is wrong, so nothing partial is used."""
+    x = as_samples(data, input_dim)
+    y = numeric_array(labels, "labels")
+    if y.shape != (len(x),):
+        raise ValueError(f"expected labels of shape ({len(x)},), one per sample, got shape {y.shape}")
+    if y.size and not np.all(y == np.round(y)):
+        raise ValueError("labels must be integers")
+    if np.any((y < 0) | (y >= output_dim)):
+        raise ValueError(
+            f"labels must be in [0, {output_dim}), got {sorted(set(y[(y < 0) | (y >= output_dim)].tolist()))}"
+        )
+    return x, y.astype(np.int64)
+
+
+def check_validation_split(n_samples, validation_split):
+    """ValueError unless the split leaves samples both to train and to validate (as Keras splits them)."""
+    if validation_split <= 0:
+        return
+    n_train = int(np.floor(n_samples * (1.0 - validation_split)))
+    if n_train == 0 or n_train == n_samples:
+        raise ValueError(
+            f"validation_split {validation_split:g} of {n_samples} samples leaves {n_train} to train on and"
+            f" {n_samples - n_train} to validate on: both need at least one"
+        )
+
+
+def classify(output):
+    """Per-sample class (argmax) and its output value, for an output of shape (k, output_dim)."""
+    classes = np.argmax(output, axis=1)
+    return classes, output[np.arange(len(output)), classes]
+
+
+def prediction_rows(output):
+    """(class, confidence, output row) per sample, as plain Python values.
+
+    Classified in one numpy pass for a whole batch, then cheap to hand out per
+    message: per-message numpy calls cost more than the rest of a message.
+    """
+    classes, confidences = classify(output)
+    return list(zip(classes.tolist(), confidences.tolist(), output.tolist(), strict=True))

@@ -1,0 +1,71 @@
+"""What /diagnostics says about the node, decided without ROS: levels, messages and key/value pairs."""
+
+import time
+from datetime import UTC, datetime
+
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
+
+
+class Counters:
+    """Messages counted so far, and the stream's counts over the last window (between two statuses)."""
+
+    def __init__(self, inputs_dropped=lambda: 0):
+        """inputs_dropped() is the count of inputs dropped so far (the MicroBatcher's)."""
+        self.inputs_received = self.inputs_rejected = self.predictions_published = self.samples_rejected = 0
+        self.inputs_dropped = inputs_dropped
+        self._window_start = self._totals()
+        self.last_window = {"received": 0, "published": 0, "dropped": 0, "seconds": 0.0}
+
+    def _totals(self):
+        return {
+            "time": time.monotonic(),
+            "received": self.inputs_received,
+            "published": self.predictions_published,
+            "dropped": self.inputs_dropped(),
+        }
+
+    def close_window(self):
+        now = self._totals()
+        self.last_window = {key: now[key] - self._window_start[key] for key in ("received", "published", "dropped")}
+        self.last_window["seconds"] = now["time"] - self._window_start["time"]
+        self._window_start = now
+
+
+def model_status(keeper, trainer, counters, samples_stored):
+    """ERROR while a corrupt model file forced a fallback, WARN while inputs are dropped, else OK."""
+    epoch = trainer.epoch
+    if keeper.fallback_error:
+        level, message = ERROR, f"not using {keeper.path}: {keeper.fallback_error}"
+    elif counters.last_window["dropped"]:
+        level, message = WARN, f"dropping ~input: {counters.last_window['dropped']} in the last window"
+    else:
+        level, message = OK, "idle" if epoch is None else f"training epoch {epoch}"
+    values = {
+        "state": "idle" if epoch is None else "training",
+        "epoch": "" if epoch is None else str(epoch),
+        "model": keeper.source,
+        "committed_at": datetime.fromtimestamp(keeper.wrapper.committed_at, UTC).isoformat(),
+        "predictions_served": str(keeper.predictions_served),
+        "inputs_dropped": str(counters.inputs_dropped()),
+        "inputs_rejected": str(counters.inputs_rejected),
+        "samples_stored": str(samples_stored),
+        "samples_rejected": str(counters.samples_rejected),
+    }
+    return level, message, values
+
+
+def stream_status(counters):
+    """~input -> ~prediction over the last window: rates, and WARN while inputs are dropped."""
+    window = counters.last_window
+    seconds = window["seconds"] or 1.0
+    if window["dropped"]:
+        level, message = WARN, f"{window['dropped']} ~input messages dropped in the last window"
+    else:
+        level, message = OK, "no ~input dropped in the last window"
+    values = {
+        "~input rate (Hz)": f"{window['received'] / seconds:.1f}",
+        "~prediction rate (Hz)": f"{window['published'] / seconds:.1f}",
+        "inputs dropped in window": str(window["dropped"]),
+        "window (s)": f"{seconds:.2f}",
+    }
+    return level, message, values

@@ -1,0 +1,140 @@
+"""Training requests in, outcomes out: what a train goal does, without ROS.
+
+The ROS side turns a goal into a TrainingRequest, passes functions that read the cancel flag
+and publish feedback, and turns the TrainingOutcome into the action's result and final state.
+"""
+
+import dataclasses
+import logging
+import math
+
+from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter, optional_callbacks
+from ros_tensorflow.datasets import Datasets
+from ros_tensorflow.persistence import ModelFileError
+from ros_tensorflow.samples import check_validation_split
+
+SUCCEEDED, PREEMPTED, ABORTED = "succeeded", "preempted", "aborted"
+
+
+@dataclasses.dataclass
+class TrainingRequest:
+    epochs: int
+    batch_size: int = 0  # 0: the settings' batch_size
+    validation_split: float = 0.0
+    dataset: str = ""  # '': the settings' dataset
+
+    def error(self):
+        """What breaks the request's rules, or None."""
+        if self.epochs <= 0:
+            return f"epochs must be > 0, got {self.epochs}"
+        if self.batch_size < 0:
+            return f"batch_size must be >= 0 (0: the node's ~batch_size), got {self.batch_size}"
+        if math.isnan(self.validation_split) or not 0.0 <= self.validation_split < 1.0:
+            return f"validation_split must be in [0, 1), got {self.validation_split}"
+        return None
+
+
+def _no_metrics():
+    return {"loss": math.nan, "acc": math.nan, "val_loss": math.nan, "val_acc": math.nan}
+
+
+@dataclasses.dataclass
+class TrainingOutcome:
+    state: str  # SUCCEEDED, PREEMPTED or ABORTED
+    message: str
+    epochs_completed: int = 0
+    metrics: dict = dataclasses.field(default_factory=_no_metrics)  # the last finished epoch's
+    model_path: str = ""  # where the model was saved, '' if it was not
+
+
+def _epochs(count):
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
+
+
+class Trainer:
+    """Runs one training request at a time on the ModelKeeper's model, then saves it."""
+
+    def __init__(self, keeper, sample_store, data_dir, bag_topic, log=None):
+        self.keeper = keeper
+        self.sample_store = sample_store
+        self.data_dir = data_dir
+        self.bag_topic = bag_topic
+        self._log = log or logging.getLogger(__name__)
+        self.epoch = None  # the running epoch (0-based) while a request trains, else None
+        self.learning_rate = None  # set while running: every request from then on trains at this rate
+
+    def run(self, request, settings, should_stop=lambda: False, on_feedback=lambda *feedback: None):
+        """Train as the request says; returns a TrainingOutcome, whatever happens.
+
+        should_stop() is asked after every batch; on_feedback(i_epoch, metrics, batch, batches_per_epoch)
+        is called at each epoch's end (batch == batches_per_epoch) and for progress in between.
+        """
+        with self.keeper.training() as wrapper:
+            try:
+                error = request.error()
+                if error is None and not wrapper.trainable:
+                    error = f"the model from {self.keeper.source} is a SavedModel, served for prediction only"
+                    error += ": it cannot train"
+                if error is None:
+                    datasets = Datasets(
+                        self.data_dir, wrapper.input_dim, wrapper.output_dim, self.sample_store, self.bag_topic
+                    )
+                    x, y = datasets.load(request.dataset or settings.dataset)
+                    check_validation_split(len(x), request.validation_split)
+            except ValueError as dataset_error:  # DatasetError, or a split the data cannot fill
+                error = str(dataset_error)
+            if error is not None:
+                self._log.warning("train goal rejected: %s", error)
+                return TrainingOutcome(ABORTED, error)
+            outcome = self._train(wrapper, request, settings, x, y, should_stop, on_feedback)
+        self._log.info("train goal: %s", outcome.message)
+        return outcome
+
+    def _train(self, wrapper, request, settings, x, y, should_stop, on_feedback):
+        def on_epoch(i_epoch, metrics):
+            self.epoch = i_epoch + 1
+            on_feedback(i_epoch, metrics, epochs.batches_per_epoch, epochs.batches_per_epoch)
+
+        epochs = EpochEndReporter(on_epoch)
+        progress = BatchProgressReporter(
+            lambda batch, batches_per_epoch: on_feedback(
+                epochs.epochs_completed - 1, epochs.last_metrics, batch, batches_per_epoch
+            )
+        )
+        cancel = CancelOnRequest(should_stop)
+        extra = optional_callbacks(
+            settings.early_stopping_patience, request.validation_split > 0, settings.tensorboard_dir
+        )
+        self.epoch = 0
+        try:
+            if self.learning_rate is not None:
+                wrapper.model.optimizer.learning_rate = self.learning_rate
+            wrapper.train(
+                x,
+                y,
+                epochs=request.epochs,
+                batch_size=request.batch_size or settings.batch_size,
+                validation_split=request.validation_split,
+                callbacks=[cancel, epochs, progress, *extra],
+            )
+        except Exception as train_error:  # noqa: BLE001 - any failure must end the goal with its cause
+            self._log.error("training failed: %s", train_error)
+            return TrainingOutcome(ABORTED, f"training failed: {train_error}")
+        finally:
+            self.epoch = None
+
+        outcome = TrainingOutcome(SUCCEEDED, "", epochs.epochs_completed, dict(epochs.last_metrics))
+        if cancel.cancelled:
+            outcome.state, outcome.message = PREEMPTED, f"cancelled after {_epochs(epochs.epochs_completed)}"
+        elif epochs.epochs_completed < request.epochs:
+            outcome.message = f"stopped early after {_epochs(epochs.epochs_completed)}; the best weights were kept"
+        else:
+            outcome.message = f"finished {_epochs(epochs.epochs_completed)}"
+        if not cancel.cancelled or settings.save_on_cancel:
+            try:
+                self.keeper.write()
+                outcome.model_path = self.keeper.path
+            except ModelFileError as error:
+                self._log.error("%s", error)
+                outcome.message += f"; not saved: {error}"
+        return outcome

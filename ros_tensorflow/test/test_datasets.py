@@ -1,0 +1,95 @@
+"""Datasets: built-in, recorded and file datasets, and every way a file can be wrong."""
+
+import numpy as np
+import pytest
+import rosbag
+from ros_tensorflow_msgs.msg import Sample
+from std_msgs.msg import String
+
+from ros_tensorflow.datasets import DatasetError, Datasets, make_synthetic
+from ros_tensorflow.sample_store import SampleStore
+
+X, Y = make_synthetic(n_samples=60, seed=5)
+
+
+@pytest.fixture
+def datasets(tmp_path):
+    store = SampleStore(tmp_path / "samples.sqlite")
+    return Datasets(tmp_path, 10, 2, store, bag_topic="/ros_tensorflow/samples")
+
+
+def test_synthetic_and_recorded(datasets):
+    assert datasets.load("synthetic")[0].shape == (1000, 10)
+    with pytest.raises(DatasetError, match="'recorded' is empty"):
+        datasets.load("recorded")
+    datasets.sample_store.append(X, Y)
+    x, y = datasets.load("recorded")
+    np.testing.assert_array_equal(x, X)
+    np.testing.assert_array_equal(y, Y)
+
+
+def test_npz_csv_and_bag_files_load(datasets, tmp_path):
+    np.savez(tmp_path / "d.npz", x=X, y=Y)
+    with open(tmp_path / "d.csv", "w") as f:
+        f.write("# ten features, then the label\n")
+        np.savetxt(f, np.column_stack([X, Y]), delimiter=",")
+    with rosbag.Bag(str(tmp_path / "d.bag"), "w") as bag:
+        for start in range(0, len(X), 20):
+            msg = Sample(data=X[start : start + 20].ravel().tolist(), labels=Y[start : start + 20].tolist())
+            bag.write("/ros_tensorflow/samples", msg)
+        bag.write("/other", Sample(data=[1.0] * 10, labels=[5]))
+    (tmp_path / "sub").mkdir()
+    np.savez(tmp_path / "sub" / "d.npz", x=X, y=Y)
+    for name in ("d.npz", "d.csv", "d.bag", "sub/d.npz", str(tmp_path / "d.npz")):
+        x, y = datasets.load(name)
+        np.testing.assert_allclose(x, X)
+        np.testing.assert_array_equal(y, Y)
+
+
+def write_bytes(path, data):
+    path.write_bytes(data)
+    return path.name
+
+
+def test_bad_dataset_files_give_one_clear_error(datasets, tmp_path):
+    np.savez(tmp_path / "good.npz", x=X, y=Y)
+    cases = {
+        "../outside.npz": "outside the data folder",
+        "/etc/passwd.csv": "outside the data folder",
+        "sub/../../x.npz": "outside the data folder",
+        "missing.npz": "missing.npz not found",
+        "data.txt": "unknown dataset 'data.txt'",
+        write_bytes(tmp_path / "trunc.npz", (tmp_path / "good.npz").read_bytes()[:200]): "trunc.npz is not a readable",
+        write_bytes(tmp_path / "junk.csv", b"1,2,3\nfoo,bar\n"): "junk.csv cannot be used",
+        write_bytes(tmp_path / "junk.bag", b"not a bag"): "junk.bag is not a rosbag file",
+    }
+    np.savez(tmp_path / "no_y.npz", x=X)
+    cases["no_y.npz"] = r"lacks the arrays \['y'\]"
+    np.savez(tmp_path / "pickled.npz", x=np.array([{"a": 1}], dtype=object), y=Y[:1])
+    cases["pickled.npz"] = "pickled.npz cannot be used"
+    np.savez(tmp_path / "labels.npz", x=X, y=Y + 5)
+    cases["labels.npz"] = r"labels.npz cannot be used: labels must be in \[0, 2\)"
+    np.savetxt(tmp_path / "cols.csv", X, delimiter=",")
+    cases["cols.csv"] = "has 10 columns, expected 10 features and a label"
+    np.savez(tmp_path / "y2d.npz", x=X, y=Y[:, None])
+    cases["y2d.npz"] = r"expected labels of shape \(60,\), one per sample, got shape \(60, 1\)"
+    np.save(tmp_path / "single.npy", X)
+    cases[write_bytes(tmp_path / "single.npz", (tmp_path / "single.npy").read_bytes())] = "a single .npy array"
+    np.savez(tmp_path / "strings.npz", x=X.astype(str), y=Y)
+    cases["strings.npz"] = "array x must be numbers, got strings"
+    np.savez(tmp_path / "big.npz", x=X * 1e300, y=Y)
+    cases["big.npz"] = "outside float32's range"
+    cases[write_bytes(tmp_path / "binary.csv", bytes(range(128, 256)) * 8)] = "not a text CSV file: byte 0"
+    cases[write_bytes(tmp_path / "empty.csv", b"")] = "has no data rows"
+    cases[write_bytes(tmp_path / "random.bag", bytes(range(128, 256)) * 8)] = "not a rosbag file"
+    with rosbag.Bag(str(tmp_path / "strings.bag"), "w") as bag:
+        bag.write("/ros_tensorflow/samples", String(data="hello"))
+    cases["strings.bag"] = (
+        "holds std_msgs/String messages on topic /ros_tensorflow/samples, expected ros_tensorflow_msgs/Sa"
+    )
+    with rosbag.Bag(str(tmp_path / "elsewhere.bag"), "w") as bag:
+        bag.write("/other", Sample(data=[1.0] * 10, labels=[1]))
+    cases["elsewhere.bag"] = r"no Sample messages on topic /ros_tensorflow/samples \(its topics: /other"
+    for name, reason in cases.items():
+        with pytest.raises(DatasetError, match=reason):
+            datasets.load(name)

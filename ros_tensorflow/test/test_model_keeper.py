@@ -1,0 +1,93 @@
+"""ModelKeeper: the model's life (start-up fallbacks, save, reload, the training lock), without a master."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.model import build_classifier
+from ros_tensorflow.model_keeper import ModelBusyError, ModelKeeper
+from ros_tensorflow.persistence import ModelFileError, backup_path, load_model
+from ros_tensorflow.settings import Settings
+
+PROBE = make_synthetic(n_samples=4, seed=9)[0]
+FRESH = Settings().fresh_model()
+
+
+def outputs(model):
+    return model.predict(PROBE, verbose=0)
+
+
+def test_nothing_on_disk_gives_a_fresh_model(tmp_path):
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    assert keeper.source == "fresh" and keeper.fallback_error is None
+    assert (keeper.wrapper.input_dim, keeper.wrapper.output_dim) == (10, 2)
+
+
+def test_a_model_file_is_loaded_and_its_sizes_win(tmp_path, caplog):
+    model = build_classifier(input_dim=4, output_dim=3)
+    model.save(tmp_path / "model.keras")
+    with caplog.at_level(logging.WARNING):
+        keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    assert keeper.source == str(tmp_path / "model.keras")
+    assert (keeper.wrapper.input_dim, keeper.wrapper.output_dim) == (4, 3)
+    assert "its sizes win over ~input_dim 10" in caplog.text
+
+
+def test_a_corrupt_file_falls_back_to_the_backup_which_a_save_then_keeps(tmp_path):
+    backup = build_classifier()
+    backup.save(tmp_path / "model.backup.keras")
+    (tmp_path / "model.keras").write_bytes(os.urandom(3000))
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    assert keeper.source == str(tmp_path / "model.backup.keras")
+    assert "not a Keras file" in keeper.fallback_error
+    np.testing.assert_allclose(keeper.wrapper.predict(PROBE), outputs(backup), atol=1e-5)
+
+    keeper.write()
+    assert keeper.source == str(tmp_path / "model.keras") and keeper.fallback_error is None
+    kept_backup, _ = load_model(backup_path(tmp_path / "model.keras"))
+    np.testing.assert_allclose(outputs(kept_backup), outputs(backup), atol=1e-6)
+
+
+def test_a_corrupt_file_and_backup_give_a_fresh_model_and_say_why(tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "model.backup.keras").write_bytes(b"garbage")
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    assert keeper.source == "fresh" and "a corrupt zip archive" in keeper.fallback_error
+
+
+def test_reload_swaps_the_model_and_predictions_are_counted_across_reloads(tmp_path, caplog):
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    keeper.wrapper.predict(PROBE)
+    replacement = build_classifier()
+    replacement.save(tmp_path / "model.keras")
+    keeper.reload()
+    np.testing.assert_allclose(keeper.wrapper.predict(PROBE), outputs(replacement), atol=1e-5)
+    assert keeper.predictions_served == 2 * len(PROBE) and keeper.source == str(tmp_path / "model.keras")
+
+    (tmp_path / "model.keras").write_bytes(os.urandom(3000))
+    with caplog.at_level(logging.WARNING), pytest.raises(ModelFileError, match="not a Keras file"):
+        keeper.reload()
+    assert "reload failed: cannot load the model" in caplog.text
+    np.testing.assert_allclose(keeper.wrapper.predict(PROBE), outputs(replacement), atol=1e-5)
+
+
+def test_save_and_reload_are_refused_while_a_training_holds_the_model(tmp_path):
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    with keeper.training():
+        with pytest.raises(ModelBusyError, match="a training runs"):
+            keeper.save()
+        with pytest.raises(ModelBusyError, match="a training runs"):
+            keeper.reload()
+    keeper.save()
+    assert (tmp_path / "model.keras").is_file()
+
+
+def test_a_saved_model_folder_is_not_saved(tmp_path):
+    build_classifier().export(str(tmp_path / "exported"), verbose=False)
+    keeper = ModelKeeper(tmp_path / "exported", FRESH)
+    assert not keeper.wrapper.trainable
+    with pytest.raises(ModelFileError, match="is a SavedModel and is not saved"):
+        keeper.save()

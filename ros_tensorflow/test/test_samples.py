@@ -1,0 +1,85 @@
+"""Input checks and classification (ros_tensorflow.samples), without TensorFlow or ROS."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ros_tensorflow.samples import as_labelled_samples, as_samples, check_validation_split, prediction_rows
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([], "expected k * 10 values"),
+        ([1.0] * 7, "got 7"),
+        ([1.0] * 15, "got 15"),
+        ([0.0] * 9 + [float("nan")], "NaN or Inf"),
+        ([0.0] * 9 + [float("inf")], "NaN or Inf"),
+        (np.zeros((2, 3)), "shape (k, 10)"),
+        (np.zeros((0, 10)), "shape (k, 10)"),
+        ([1e39] + [0.0] * 9, "outside float32's range"),
+        ([1e308] * 3 + [0.0] * 7, "outside float32's range"),
+        (["1.0"] * 10, "input values must be numbers, got strings"),
+    ],
+)
+def test_bad_input_raises_value_error_saying_what_was_expected(data, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        as_samples(data, 10)
+
+
+@pytest.mark.parametrize(
+    "data, labels, reason",
+    [
+        ([0.5] * 20, [0], r"expected labels of shape \(2,\), one per sample, got shape \(1,\)"),
+        ([0.5] * 20, [[0], [1]], r"expected labels of shape \(2,\), one per sample, got shape \(2, 1\)"),
+        ([0.5] * 20, ["0", "1"], "labels must be numbers, got strings"),
+        (["0.5"] * 10, [0], "input values must be numbers, got strings"),
+        ([1e39] + [0.5] * 9, [0], "outside float32's range"),
+        ([0.5] * 20, [0, 2], r"labels must be in \[0, 2\), got \[2\]"),
+        ([0.5] * 20, [-1, 1], "got \\[-1\\]"),
+        ([0.5] * 19 + [float("nan")], [0, 1], "NaN or Inf"),
+        ([0.5] * 15, [0, 1], "got 15"),
+        ([0.5] * 10, [0.5], "integers"),
+    ],
+)
+def test_bad_labelled_samples_are_rejected_whole(data, labels, reason):
+    with pytest.raises(ValueError, match=reason):
+        as_labelled_samples(data, labels, 10, 2)
+
+
+def test_prediction_rows_give_each_sample_its_class_confidence_and_output_as_plain_python():
+    output = np.array([[0.25, 0.75], [0.5, 0.125], [0.0, 1.0]], dtype=np.float32)
+    rows = prediction_rows(output)
+    assert rows == [(1, 0.75, [0.25, 0.75]), (0, 0.5, [0.5, 0.125]), (1, 1.0, [0.0, 1.0])]
+    assert {type(row[0]) for row in rows} == {int} and {type(row[1]) for row in rows} == {float}
+
+
+@pytest.mark.parametrize(
+    "n_samples, split, message",
+    [
+        (1000, 0.9995, "validation_split 0.9995 of 1000 samples leaves 0 to train on and 1000 to validate on"),
+        (1, 0.5, "leaves 0 to train on and 1 to validate on"),
+        (100, 1e-17, "leaves 100 to train on and 0 to validate on"),
+    ],
+)
+def test_a_validation_split_must_leave_samples_to_train_and_to_validate(n_samples, split, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_validation_split(n_samples, split)
+
+
+def test_validation_splits_that_leave_one_sample_on_either_side_are_accepted():
+    for n_samples, split in ((10, 0.01), (10, 0.85), (1000, 0.999), (1000, 0.2)):
+        check_validation_split(n_samples, split)
+
+
+def test_the_checks_and_the_datasets_load_without_tensorflow():
+    # What nodes/train_and_predict.py imports: it makes five samples, it should not pay for TensorFlow.
+    code = (
+        "import sys, ros_tensorflow.datasets, ros_tensorflow.samples, ros_tensorflow.settings;"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -1,0 +1,71 @@
+"""Settings: one source of truth for the parameters, and the files that must agree with it."""
+
+import pathlib
+import re
+
+import pytest
+import yaml
+
+from ros_tensorflow.settings import PARAMETERS, Settings
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+README = PACKAGE.parent / "README.md"
+TYPE_NAMES = {"int > 0": "int", "int >= 0": "int", ">= 0": "double", "str": "string", "bool": "bool"}
+
+
+def test_config_default_yaml_holds_every_parameter_with_its_default():
+    config = yaml.safe_load((PACKAGE / "config" / "default.yaml").read_text())
+    assert config == {name: parameter.default for name, parameter in PARAMETERS.items()}
+
+
+def readme_default(value):
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"`{value}`" if value else "''"
+    return repr(value)
+
+
+def test_the_readme_table_lists_every_parameter_with_its_type_and_default():
+    rows = re.findall(r"^\| `~(\w+)` \| (\w+) \| ([^|]+) \|", README.read_text(), re.MULTILINE)
+    table = {name: (type_name, default.strip()) for name, type_name, default in rows}
+    assert set(table) == set(PARAMETERS)
+    for name, parameter in PARAMETERS.items():
+        type_name, default = table[name]
+        assert type_name == TYPE_NAMES[parameter.rule], name
+        assert default.startswith(readme_default(parameter.default)), f"{name}: README says {default}"
+
+
+def test_defaults_and_a_lookup_fill_the_settings():
+    assert Settings().max_batch == 256
+    settings = Settings(lambda name, default: {"max_batch": 8, "learning_rate": 1}.get(name, default))
+    assert settings.max_batch == 8 and settings.learning_rate == 1.0 and isinstance(settings.learning_rate, float)
+
+
+@pytest.mark.parametrize(
+    "name, value, reason",
+    [
+        ("input_dim", 0, "must be int > 0, got 0"),
+        ("max_batch", 2.5, "must be int > 0, got 2.5"),
+        ("publish_queue_size", -1, "must be int >= 0, got -1"),
+        ("learning_rate", -0.1, "must be >= 0, got -0.1"),
+        ("loop_rate", float("nan"), "must be >= 0, got nan"),
+        ("early_stopping_patience", True, "must be int >= 0, got True"),
+        ("save_on_cancel", "yes", "must be bool, got 'yes'"),
+        ("dataset", 5, "must be str, got 5"),
+    ],
+)
+def test_a_value_that_breaks_its_rule_is_refused_naming_the_parameter(name, value, reason):
+    with pytest.raises(ValueError, match=re.escape(f"parameter /node/{name} {reason}")):
+        Settings(lambda n, default: value if n == name else default, name_of=lambda n: f"/node/{n}")
+    with pytest.raises(ValueError, match=re.escape(f"parameter ~{name} {reason}")):
+        Settings().replace(**{name: value})
+
+
+def test_replace_gives_a_checked_copy_and_leaves_the_original():
+    settings = Settings()
+    changed = settings.replace(max_batch=64, save_on_cancel=True)
+    assert (changed.max_batch, changed.save_on_cancel) == (64, True)
+    assert settings == Settings() and changed != settings
+    with pytest.raises(ValueError, match="unknown parameters"):
+        settings.replace(max_batches=64)

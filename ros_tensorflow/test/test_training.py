@@ -1,0 +1,101 @@
+"""Trainer: every outcome of a training request, on real TensorFlow, without a master."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.model_keeper import ModelKeeper
+from ros_tensorflow.sample_store import SampleStore
+from ros_tensorflow.settings import Settings
+from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, Trainer, TrainingRequest
+
+PROBE = make_synthetic(n_samples=4, seed=9)[0]
+
+
+def make_trainer(tmp_path, model_path=None, **settings):
+    settings = Settings().replace(**settings)
+    keeper = ModelKeeper(model_path or tmp_path / "model.keras", settings.fresh_model())
+    trainer = Trainer(keeper, SampleStore(tmp_path / "samples.sqlite"), tmp_path, "/samples")
+    return trainer, settings
+
+
+class Feedback:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, i_epoch, metrics, batch, batches_per_epoch):
+        self.calls.append((i_epoch, batch, batches_per_epoch, metrics))
+
+    def epochs(self):
+        return [i_epoch for i_epoch, batch, per_epoch, _ in self.calls if batch == per_epoch]
+
+
+def test_a_request_that_finishes_reports_each_epoch_and_saves(tmp_path):
+    trainer, settings = make_trainer(tmp_path)
+    feedback = Feedback()
+    outcome = trainer.run(TrainingRequest(epochs=3, validation_split=0.2), settings, on_feedback=feedback)
+    assert (outcome.state, outcome.message, outcome.epochs_completed) == (SUCCEEDED, "finished 3 epochs", 3)
+    assert outcome.model_path == str(tmp_path / "model.keras") and (tmp_path / "model.keras").is_file()
+    assert feedback.epochs() == [0, 1, 2] and all(per_epoch == 25 for _, _, per_epoch, _ in feedback.calls)
+    assert outcome.metrics == feedback.calls[-1][3] and outcome.metrics["val_acc"] > 0.8
+    assert trainer.epoch is None
+
+
+def test_a_request_that_stops_early_keeps_the_best_weights(tmp_path):
+    trainer, settings = make_trainer(tmp_path, learning_rate=0.0, early_stopping_patience=1)
+    outcome = trainer.run(TrainingRequest(epochs=30, validation_split=0.2), settings)
+    assert outcome.state == SUCCEEDED and outcome.epochs_completed == 2
+    assert outcome.message == "stopped early after 2 epochs; the best weights were kept"
+
+
+@pytest.mark.parametrize("save_on_cancel", [False, True])
+def test_a_cancel_mid_epoch_ends_preempted_and_saves_only_if_asked(tmp_path, save_on_cancel):
+    trainer, settings = make_trainer(tmp_path, batch_size=8, save_on_cancel=save_on_cancel)
+    asked = []
+    outcome = trainer.run(TrainingRequest(epochs=5), settings, should_stop=lambda: asked.append(1) or len(asked) >= 10)
+    assert (outcome.state, outcome.message, outcome.epochs_completed) == (PREEMPTED, "cancelled after 0 epochs", 0)
+    assert len(asked) == 10, "the cancel took effect after the batch that saw it"
+    assert math.isnan(outcome.metrics["loss"])
+    assert (outcome.model_path != "") == save_on_cancel == (tmp_path / "model.keras").is_file()
+
+
+@pytest.mark.parametrize(
+    "request_, reason",
+    [
+        (TrainingRequest(epochs=0), "epochs must be > 0, got 0"),
+        (TrainingRequest(epochs=1, batch_size=-1), "batch_size must be >= 0"),
+        (TrainingRequest(epochs=1, validation_split=1.0), "validation_split must be in [0, 1), got 1.0"),
+        (TrainingRequest(epochs=1, validation_split=math.nan), "validation_split must be in [0, 1), got nan"),
+        (TrainingRequest(epochs=1, validation_split=0.9995), "validation_split 0.9995 of 1000 samples leaves 0"),
+        (TrainingRequest(epochs=1, dataset="missing.npz"), "missing.npz not found"),
+        (TrainingRequest(epochs=1, dataset="recorded"), "'recorded' is empty"),
+    ],
+)
+def test_an_invalid_request_or_dataset_is_aborted_before_training(tmp_path, request_, reason):
+    trainer, settings = make_trainer(tmp_path)
+    before = trainer.keeper.wrapper.predict(PROBE)
+    outcome = trainer.run(request_, settings)
+    assert outcome.state == ABORTED and reason in outcome.message and outcome.epochs_completed == 0
+    np.testing.assert_array_equal(trainer.keeper.wrapper.predict(PROBE), before)
+    assert not (tmp_path / "model.keras").exists()
+
+
+def test_a_save_that_fails_still_succeeds_and_says_why(tmp_path):
+    (tmp_path / "not_a_folder").write_text("a file where the model's folder should be")
+    trainer, settings = make_trainer(tmp_path, model_path=tmp_path / "not_a_folder" / "model.keras")
+    outcome = trainer.run(TrainingRequest(epochs=1), settings)
+    assert outcome.state == SUCCEEDED and outcome.model_path == ""
+    assert outcome.message.startswith("finished 1 epoch; not saved: cannot save the model to")
+
+
+def test_a_learning_rate_set_while_running_applies_to_the_next_request(tmp_path):
+    trainer, settings = make_trainer(tmp_path)
+    trainer.learning_rate = 0.0
+    before = trainer.keeper.wrapper.predict(PROBE)
+    assert trainer.run(TrainingRequest(epochs=1), settings).state == SUCCEEDED
+    np.testing.assert_allclose(trainer.keeper.wrapper.predict(PROBE), before, atol=1e-7)
+    trainer.learning_rate = 0.1
+    trainer.run(TrainingRequest(epochs=1), settings)
+    assert not np.allclose(trainer.keeper.wrapper.predict(PROBE), before, atol=1e-4)
