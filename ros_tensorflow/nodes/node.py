@@ -2,6 +2,7 @@
 """Start the ros_tensorflow node: see the README for its interface."""
 
 import sys
+import threading
 
 import numpy as np
 import rospy
@@ -32,4 +33,7 @@ if __name__ == "__main__":
     except ValueError as error:  # a bad parameter
         rospy.logfatal("%s", error)
         sys.exit(1)
-    main_loop_demo(interface)
+    # Not on the main thread: rospy's SIGINT handler runs there and logs to /rosout, and it would
+    # deadlock on the /rosout publisher's lock if the signal came while the demo was logging.
+    threading.Thread(target=main_loop_demo, args=(interface,), name="main_loop_demo", daemon=True).start()
+    rospy.spin()
