@@ -10,6 +10,7 @@ import rospy
 import yaml
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
+from diagnostic_msgs.msg import DiagnosticStatus
 from ros_tensorflow_msgs.msg import Sample, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_srvs.srv import Trigger
@@ -133,7 +134,9 @@ def test_a_corrupt_model_falls_back_to_the_backup_then_to_a_fresh_model(launch_n
     (data_dir / "model.keras").write_bytes(b"PK\x03\x04 truncated")
     node, _ = launch_node()
     diagnostics = Diagnostics()
-    diagnostics.wait_until(lambda s: s["model"] == str(data_dir / "model.backup.keras"), "the backup in use")
+    status = diagnostics.wait_until(lambda s: s["model"] == str(data_dir / "model.backup.keras"), "the backup in use")
+    assert status["_level"] == DiagnosticStatus.ERROR, "a corrupt model file is an error while the fallback serves"
+    assert status["_message"].startswith(f"not using {data_dir / 'model.keras'}: cannot load the model")
     np.testing.assert_allclose(predict(PROBE), backup.predict(PROBE, verbose=0), atol=1e-5)
     assert "cannot load the model" in node.log_path.read_text()
 
