@@ -95,6 +95,8 @@ def load_model(path):
             # Keras 3 builds a legacy .h5's optimizer for variables the loaded model does not have
             # ("Unknown variable"): a fresh optimizer of the same configuration trains it.
             model.compile_from_config(model.get_compile_config())
+    except zipfile.BadZipFile as error:  # e.g. a member that fails its CRC check
+        raise ModelFileError(f"cannot load the model {path}: a corrupt zip archive ({error})") from error
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
         raise ModelFileError(f"cannot load the model {path}: {error}") from error
     check_classifier_shape(model, path)
@@ -124,14 +126,12 @@ def _check_model_file(path):
         raise ModelFileError(f"cannot load the model {path}: not a Keras file (a .keras file is a zip archive)")
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"cannot load the model {path}: a corrupt zip archive (truncated: no central directory)")
+    # The central directory only: each member's CRC is checked as Keras reads it (BadZipFile, in load_model).
     try:
         with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
             names = set(archive.namelist())
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise ModelFileError(f"cannot load the model {path}: a corrupt zip archive: {error}") from error
-    if damaged is not None:
-        raise ModelFileError(f"cannot load the model {path}: a corrupt zip archive ({damaged} fails its CRC check)")
     if "config.json" not in names:
         raise ModelFileError(f"cannot load the model {path}: a zip archive, but not a Keras model (no config.json)")
 
