@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """`make bench`: the node's speed against floors measured side by side in the same run.
 
-Starts its own master, the node (roslaunch), a trivial Predict server and an
-echo node, prints a table and writes it to bench_results/bench.json.
+Starts its own master, a trivial Predict server and an echo node, then the node (roslaunch) once
+per serving backend, prints a table and writes it to bench_results/bench.json.
 Not a test: it checks no correctness and fails on nothing. It shares ros_processes.py with the
 integration tests: `make bench` puts ros_tensorflow/test on PYTHONPATH.
 """
@@ -22,12 +22,13 @@ import numpy as np
 import rospy
 import tensorflow as tf
 from actionlib_msgs.msg import GoalStatus
-from ros_processes import LaunchedNode, Master, node_pid, stop_process_group, wait_for
+from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, stop_process_group, wait_for
 from ros_tensorflow_msgs.msg import Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_msgs.msg import Float64MultiArray
 
 from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.litert import LiteRtModel, to_tflite
 from ros_tensorflow.model import build_classifier
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -52,24 +53,22 @@ def timed(function, n):
     return times
 
 
-def raw_compiled_call():
-    """The model's compiled call alone, numpy in and out, as the node makes it."""
+def model_call_alone():
+    """The model's call alone, batch 1, numpy in and out, by each backend as the node makes it."""
     model = build_classifier()
     forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(
         tf.TensorSpec([None, 10], tf.float32)
     )
-    x = np.array([SAMPLE])
-    return lambda: forward(tf.constant(x, tf.float32)).numpy()
+    litert = LiteRtModel(to_tflite(model))
+    x = np.array([SAMPLE], np.float32)
+    return {"tensorflow": lambda: forward(tf.constant(x)).numpy(), "litert": lambda: litert.predict(x)}
 
 
-def service_latency(raw_call, n=3000):
-    """/predict, the trivial server and raw_call in turn, so all three see the same machine state.
-
-    Returns their times in seconds by name: ours, trivial, raw.
-    """
+def service_latency(n=3000):
+    """/predict and the trivial server in turn, so both see the same machine state: their times in s by name."""
     predict = rospy.ServiceProxy("/predict", Predict, persistent=True)
     trivial = rospy.ServiceProxy("/trivial_predict", Predict, persistent=True)
-    calls = {"ours": lambda: predict(SAMPLE), "trivial": lambda: trivial(SAMPLE), "raw": raw_call}
+    calls = {"ours": lambda: predict(SAMPLE), "trivial": lambda: trivial(SAMPLE)}
     for call in calls.values():
         timed(call, 200)
     times = {name: [] for name in calls}
@@ -109,6 +108,11 @@ def predict_256_samples_per_s(n=300):
     predict = rospy.ServiceProxy("/predict", Predict, persistent=True)
     data = make_synthetic(n_samples=256, seed=0)[0].ravel().tolist()
     return 256 * n / sum(timed(lambda: predict(data), n))
+
+
+def cpu_seconds(pid):
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 class TopicProbe:
@@ -155,6 +159,13 @@ class TopicProbe:
             if achieved < 0.9 * rate:
                 return best, True
         return best, True
+
+    def cpu_per_message(self, pid, rate_hz=1000, duration=5.0):
+        """CPU seconds (user + system, all threads, from /proc) the process pid spends per message at rate_hz."""
+        before = cpu_seconds(pid)
+        if self.keeps_up(rate_hz, duration) is None:
+            return None
+        return (cpu_seconds(pid) - before) / (rate_hz * duration)
 
     def latency(self, rate_hz=200, n=1000):
         self.received.clear()
@@ -222,92 +233,111 @@ def during_training(client, n=2000):
 def main():
     RESULTS.mkdir(exist_ok=True)
     master = Master(tempfile.mkdtemp(prefix="bench_ros_home_"))
-    helpers = [
-        subprocess.Popen([sys.executable, str(HERE / name)], start_new_session=True)
-        for name in ("trivial_predict_server.py", "echo_node.py")
-    ]
-    node = LaunchedNode(pathlib.Path(tempfile.mkdtemp(prefix="bench_log_")))
+    helpers = {
+        name: subprocess.Popen([sys.executable, str(HERE / f"{name}.py")], start_new_session=True)
+        for name in ("trivial_predict_server", "echo_node")
+    }
+    rows = []
     try:
         rospy.init_node("bench", disable_signals=True)
-        client = node.wait_until_ready()
         rospy.wait_for_service("/trivial_predict", 60)
-        rows = run_all(client, [helper.pid for helper in helpers])
+        for backend, call in model_call_alone().items():
+            rows.append(row(backend, "model call alone, batch 1, p50", p50_ms(timed(call, 3000)), "ms"))
+        for backend in ("litert", "tensorflow"):
+            rows += run_backend(backend, helpers)
     finally:
-        node.stop()
-        for helper in helpers:
+        for helper in helpers.values():
             stop_process_group(helper)
         master.stop()
     report(rows)
 
 
-def run_all(client, helper_pids):
+def row(backend, name, value, unit, reference=None, ratio=None, target="", met=None):
+    print(f"  measured: {backend} {name}", flush=True)
+    return dict(
+        backend=backend, name=name, value=value, unit=unit, reference=reference, ratio=ratio, target=target, met=met
+    )
+
+
+def run_backend(backend, helpers):
+    """Every row for a node serving from backend, each against its reference measured just before or with it."""
+    work_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"bench_{backend}_"))
+    config = work_dir / "config.yaml"
+    config.write_text(f"serving_backend: {backend}\n")
+    node = LaunchedNode(work_dir, config=config)
+    try:
+        client = node.wait_until_ready()
+        diagnostics = Diagnostics()
+        diagnostics.wait_until(lambda s: s["serving"].startswith(backend), f"{backend} serving")
+        return measure(backend, client, diagnostics, [pid.pid for pid in helpers.values()], helpers["echo_node"].pid)
+    finally:
+        node.stop()
+
+
+def measure(backend, client, diagnostics, helper_pids, echo_pid):
     rows = []
 
-    def row(name, value, unit, reference=None, ratio=None, target="", met=None):
-        rows.append(dict(name=name, value=value, unit=unit, reference=reference, ratio=ratio, target=target, met=met))
-        print(f"  measured: {name}", flush=True)
+    def add(*args, **kwargs):
+        rows.append(row(backend, *args, **kwargs))
 
-    # Built first: TensorFlow sizes its thread pools to the cores it may use when it starts.
-    raw_call = raw_compiled_call()
-    with on_one_core([os.getpid(), node_pid("/ros_tensorflow"), *helper_pids]):
-        pinned = service_latency(raw_call)
-    unpinned = service_latency(raw_call)
-    p = percentiles_ms(pinned["ours"])
-    floor_ms = p50_ms(pinned["trivial"]) + p50_ms(pinned["raw"])
-    ratio = p["p50"] / floor_ms
-    row("/predict 1 sample p50 (on one core)", p["p50"], "ms", floor_ms, ratio, "<= 1.5 x floor", ratio <= 1.5)
-    row("/predict 1 sample p90 (on one core)", p["p90"], "ms")
-    row("/predict 1 sample p99 (on one core)", p["p99"], "ms")
-    row("  floor: trivial service p50", p50_ms(pinned["trivial"]), "ms")
-    row("  floor: raw compiled call p50", p50_ms(pinned["raw"]), "ms")
-    row("  raw compiled call p50, tight loop", p50_ms(timed(raw_call, 3000)), "ms")
-    ours_ms, floor_ms = p50_ms(unpinned["ours"]), p50_ms(unpinned["trivial"]) + p50_ms(unpinned["raw"])
-    row("/predict 1 sample p50 (unpinned)", ours_ms, "ms", floor_ms, ours_ms / floor_ms)
-    row("/predict 256 samples", predict_256_samples_per_s(), "samples/s")
+    node = node_pid("/ros_tensorflow")
+    with on_one_core([os.getpid(), node, *helper_pids]):
+        pinned = service_latency()
+    unpinned = service_latency()
+    for how, times in (("on one core", pinned), ("unpinned", unpinned)):
+        ours, trivial = percentiles_ms(times["ours"]), p50_ms(times["trivial"])
+        ratio = ours["p50"] / trivial
+        add(f"/predict 1 sample p50 ({how})", ours["p50"], "ms", trivial, ratio, "<= 1.5 x trivial", ratio <= 1.5)
+        add(f"/predict 1 sample p99 ({how})", ours["p99"], "ms")
+    add("/predict 256 samples", predict_256_samples_per_s(), "samples/s")
 
     echo = TopicProbe("/echo/input", "/echo/output", Float64MultiArray)
     stream = TopicProbe("/ros_tensorflow/input", "/ros_tensorflow/prediction", Prediction)
+    echo_cpu, our_cpu = echo.cpu_per_message(echo_pid), stream.cpu_per_message(node)
+    if echo_cpu and our_cpu:
+        ratio = our_cpu / echo_cpu
+        add("topic: CPU per message at 1 kHz", our_cpu * 1e6, "us", echo_cpu * 1e6, ratio, "<= 2 x echo", ratio <= 2)
     (echo_rate, echo_sender_limited), (our_rate, our_sender_limited) = echo.sustained_rate(), stream.sustained_rate()
     ratio = our_rate / echo_rate
-    row(
-        "topic: sustained rate, no drops",
-        our_rate,
-        "msg/s",
-        echo_rate,
-        ratio,
-        ">= 0.8 x echo",
-        ratio >= 0.8,
-    )
+    add("topic: sustained rate, no drops", our_rate, "msg/s", echo_rate, ratio, ">= 0.9 x echo", ratio >= 0.9)
     yes_no = {True: "yes", False: "no"}
-    row("  sender was the limit", f"echo {yes_no[echo_sender_limited]}, ours {yes_no[our_sender_limited]}", "")
+    add("  sender was the limit", f"echo {yes_no[echo_sender_limited]}, ours {yes_no[our_sender_limited]}", "")
     echo_latency, our_latency = percentiles_ms(echo.latency()), percentiles_ms(stream.latency())
-    row(
-        "topic latency p50 at 200 Hz",
-        our_latency["p50"],
-        "ms",
-        echo_latency["p50"],
-        our_latency["p50"] / echo_latency["p50"],
-    )
-    row(
-        "topic latency p99 at 200 Hz",
-        our_latency["p99"],
-        "ms",
-        echo_latency["p99"],
-        our_latency["p99"] / echo_latency["p99"],
-    )
+    for q in ("p50", "p99"):
+        ratio = our_latency[q] / echo_latency[q]
+        add(f"topic latency {q} at 200 Hz", our_latency[q], "ms", echo_latency[q], ratio, "<= 1.5 x echo", ratio <= 1.5)
     echo.close()
     stream.close()
 
     ours, bare, batch_s = training_samples_per_s(client)
-    row("training", ours, "samples/s", bare, ours / bare, ">= 0.9 x bare model.fit", ours / bare >= 0.9)
+    add("training", ours, "samples/s", bare, ours / bare, ">= 0.9 x bare model.fit", ours / bare >= 0.9)
     times, cancels = during_training(client)
     p = percentiles_ms(times)
-    row("/predict p99 during training", p["p99"], "ms", target="<= 10 ms", met=p["p99"] <= 10)
-    row("/predict p50 during training", p["p50"], "ms")
+    add("/predict p99 during training", p["p99"], "ms", target="<= 10 ms", met=p["p99"] <= 10)
+    add("/predict p50 during training", p["p50"], "ms")
     limit = (batch_s + 0.05) * 1e3
     worst = max(cancels) * 1e3
-    row("cancel to PREEMPTED (worst of 5)", worst, "ms", limit, worst / limit, "<= 1 batch + 50 ms", worst <= limit)
+    add("cancel to PREEMPTED (worst of 5)", worst, "ms", limit, worst / limit, "<= 1 batch + 50 ms", worst <= limit)
+    if backend == "litert":
+        conversion, commit_to_serving = litert_conversions(client, diagnostics)
+        add("TFLite conversion per commit, median of 5", conversion, "ms")
+        add("commit to LiteRT serving it, median of 5", commit_to_serving, "ms")
     return rows
+
+
+def litert_conversions(client, diagnostics, goals=5):
+    """Median conversion time and commit-to-serving time (ms) the node reports after one-epoch goals."""
+    conversions, commit_to_serving = [], []
+    for _ in range(goals):
+        before = diagnostics.latest["serving"]
+        train_goal(client, TrainGoal(epochs=1, batch_size=32))
+        status = diagnostics.wait_until(
+            lambda s, before=before: s["serving"].startswith("litert,") and s["serving"] != before,
+            "LiteRT serving the new weights",
+        )
+        conversions.append(float(status["litert_conversion_ms"]))
+        commit_to_serving.append(float(status["commit_to_litert_ms"]))
+    return float(np.median(conversions)), float(np.median(commit_to_serving))
 
 
 def report(rows):
@@ -315,9 +345,10 @@ def report(rows):
         return f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
 
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, TF {tf.__version__}"
-    header = ["measure", "value", "unit", "floor/reference", "ratio", "target", "met"]
+    header = ["backend", "measure", "value", "unit", "floor/reference", "ratio", "target", "met"]
     table = [
         [
+            r["backend"],
             r["name"],
             fmt(r["value"]),
             r["unit"],

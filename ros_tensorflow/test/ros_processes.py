@@ -1,9 +1,11 @@
 """Start a master and the launched node, for the integration tests and the benchmark."""
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import xmlrpc.client
 
@@ -12,6 +14,7 @@ import rosgraph
 import rosnode
 import rospy
 import rosservice
+from diagnostic_msgs.msg import DiagnosticArray
 from ros_tensorflow_msgs.msg import TrainAction
 
 
@@ -36,7 +39,7 @@ def wait_for(condition, timeout, what):
 
 def node_pid(name):
     """The process id of a running node, asked through its XML-RPC API."""
-    api = rosnode.get_api_uri(rosgraph.Master("/tests"), name)
+    api = rosnode.get_api_uri(rosgraph.Master("/tests"), name, skip_cache=True)  # a relaunched node has a new URI
     return xmlrpc.client.ServerProxy(api).getPid("/tests")[2]
 
 
@@ -77,6 +80,9 @@ class LaunchedNode:
     def __init__(self, work_dir, **args):
         self.log_path = work_dir / "roslaunch.log"
         args = {"loop_rate": 0, "data_dir": work_dir / "data", **args}
+        # The master outlives launches: parameters an earlier launch set would otherwise leak into this one.
+        with contextlib.suppress(rosgraph.masterapi.Error):
+            rosgraph.Master("/tests").deleteParam(f"/{args.get('node_name', 'ros_tensorflow')}")
         argv = ["roslaunch", "ros_tensorflow", "node.launch", *(f"{name}:={value}" for name, value in args.items())]
         with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -111,3 +117,27 @@ class LaunchedNode:
         stop_process_group(self.process)
         rosnode.cleanup_master_blacklist(rosgraph.Master("/tests"), [name])
         wait_for(lambda: not self._serves_predict(), 30, "the killed node to be unregistered")
+
+
+class Diagnostics:
+    """The latest of one of the node's statuses on /diagnostics, as a dict of its values plus _level and _message."""
+
+    def __init__(self, name="/ros_tensorflow: model"):
+        self.name = name
+        self.latest = None
+        self._updated = threading.Condition()
+        self.sub = rospy.Subscriber("/diagnostics", DiagnosticArray, self._on_diagnostics)
+
+    def _on_diagnostics(self, array):
+        for status in array.status:
+            if status.name == self.name and status.hardware_id == "/ros_tensorflow":
+                with self._updated:
+                    self.latest = {kv.key: kv.value for kv in status.values}
+                    self.latest.update(_level=status.level, _message=status.message)
+                    self._updated.notify_all()
+
+    def wait_until(self, condition, what, timeout=30):
+        with self._updated:
+            ok = self._updated.wait_for(lambda: self.latest is not None and condition(self.latest), timeout)
+        assert ok, f"timed out waiting for {what}; last status {self.latest}"
+        return self.latest

@@ -60,8 +60,9 @@ def test_predict_shapes_and_no_retrace_across_batch_sizes(k):
     assert wrapper.trace_count == traces
 
 
-def test_predictions_during_training_use_one_committed_set_of_weights():
-    wrapper = ModelWrapper()
+@pytest.mark.parametrize("serving_backend", ["tensorflow", "litert"])
+def test_predictions_during_training_use_one_committed_set_of_weights(serving_backend):
+    wrapper = ModelWrapper(serving_backend=serving_backend)
     x, y = make_synthetic(n_samples=2000, seed=3)
     probe = x[:8]
     committed = [wrapper.model.get_weights()]

@@ -190,6 +190,8 @@ def test_tutorial_rostopic_pub_goal_then_cancel(node):
         ({"loop_rate": -1}, "parameter /ros_tensorflow/loop_rate must be >= 0, got -1.0"),
         ({"data_dir": "/proc/ros_tensorflow"}, "parameter ~data_dir: /proc/ros_tensorflow is not usable"),
         ({"config": "publish_queue_size: -1"}, "parameter /ros_tensorflow/publish_queue_size must be int >= 0, got -1"),
+        ({"config": "serving_backend: onnx"}, "/ros_tensorflow/serving_backend must be one of: litert, tensorflow"),
+        ({"config": "device: /GPU:7"}, "parameter /ros_tensorflow/device: device /GPU:7 does not exist here"),
     ],
 )
 def test_a_bad_parameter_stops_the_node_with_a_message_naming_it(ros_master, tmp_path, args, reason):

@@ -1,6 +1,7 @@
 """Models on disk: atomic saves, the backup rule, and loading whatever a user brings, without a master."""
 
 import os
+import pathlib
 import zipfile
 
 import keras
@@ -9,7 +10,14 @@ import pytest
 
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.model import ModelWrapper, NotTrainableError, build_classifier
-from ros_tensorflow.persistence import ModelFileError, backup_path, file_digest, load_model, save_model
+from ros_tensorflow.persistence import (
+    ModelFileError,
+    backup_path,
+    export_tflite,
+    file_digest,
+    load_model,
+    save_model,
+)
 
 X, Y = make_synthetic(n_samples=60, seed=5)
 
@@ -147,3 +155,14 @@ def test_saved_model_is_served_for_prediction_only(tmp_path):
     np.testing.assert_allclose(wrapper.predict(X), model.predict(X, verbose=0), atol=1e-5)
     with pytest.raises(NotTrainableError, match="prediction only"):
         wrapper.train(X, Y, epochs=1)
+
+
+def test_export_writes_the_tflite_beside_the_model_atomically_or_says_why_not(tmp_path):
+    (tmp_path / "plain").write_bytes(b"")
+    path = export_tflite(b"flatbuffer", tmp_path / "own.h5")
+    assert path == str(tmp_path / "own.tflite") and os.stat(path).st_mode == os.stat(tmp_path / "plain").st_mode
+    assert pathlib.Path(path).read_bytes() == b"flatbuffer"
+    (tmp_path / "odd.tflite").mkdir()  # a folder where the file should go: the rename fails
+    with pytest.raises(ModelFileError, match="cannot write .*odd.tflite"):
+        export_tflite(b"flatbuffer", tmp_path / "odd.keras")
+    assert sorted(os.listdir(tmp_path)) == ["odd.tflite", "own.tflite", "plain"], "no partial file is left"

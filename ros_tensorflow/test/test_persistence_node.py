@@ -11,10 +11,10 @@ import yaml
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticStatus
+from ros_processes import Diagnostics
 from ros_tensorflow_msgs.msg import Sample, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_srvs.srv import Trigger
-from test_topics import Diagnostics
 
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.model import build_classifier

@@ -9,9 +9,10 @@ from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticStatus
 from dynamic_reconfigure.client import Client
+from ros_processes import Diagnostics
 from ros_tensorflow_msgs.msg import TrainGoal
 from ros_tensorflow_msgs.srv import Predict
-from test_topics import Diagnostics, Stream
+from test_topics import Stream
 
 from ros_tensorflow.datasets import make_synthetic
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def run_python(code):
     done = subprocess.run(
@@ -103,3 +105,14 @@ def test_model_wrapper_refuses_graph_mode_with_a_clear_error():
             print("eager" in str(error))
         """)
     assert out.split() == ["True"]
+
+
+def test_configure_devices_accepts_a_device_that_exists_and_names_those_that_do():
+    from ros_tensorflow.tf_context import configure_devices
+
+    configure_devices("/CPU:0")
+    configure_devices("")
+    with pytest.raises(ValueError, match=r"device /GPU:7 does not exist here \(devices: /device:CPU:0"):
+        configure_devices("/GPU:7")
+    with pytest.raises(ValueError, match="is not a device name"):
+        configure_devices("not a device")

@@ -1,12 +1,10 @@
 """The ~input/~prediction stream and the /diagnostics status of the launched node."""
 
-import threading
-
 import numpy as np
 import pytest
 import rospy
 from conftest import wait_for
-from diagnostic_msgs.msg import DiagnosticArray
+from ros_processes import Diagnostics
 from ros_tensorflow_msgs.msg import Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_msgs.msg import Float64MultiArray
@@ -29,30 +27,6 @@ class Stream:
     def close(self):
         self.sub.unregister()
         self.pub.unregister()
-
-
-class Diagnostics:
-    """The latest of one of the node's statuses on /diagnostics, as a dict of its values plus _level and _message."""
-
-    def __init__(self, name="/ros_tensorflow: model"):
-        self.name = name
-        self.latest = None
-        self._updated = threading.Condition()
-        self.sub = rospy.Subscriber("/diagnostics", DiagnosticArray, self._on_diagnostics)
-
-    def _on_diagnostics(self, array):
-        for status in array.status:
-            if status.name == self.name and status.hardware_id == "/ros_tensorflow":
-                with self._updated:
-                    self.latest = {kv.key: kv.value for kv in status.values}
-                    self.latest.update(_level=status.level, _message=status.message)
-                    self._updated.notify_all()
-
-    def wait_until(self, condition, what, timeout=30):
-        with self._updated:
-            ok = self._updated.wait_for(lambda: self.latest is not None and condition(self.latest), timeout)
-        assert ok, f"timed out waiting for {what}; last status {self.latest}"
-        return self.latest
 
 
 # The queue holds more than the 100 inputs sent: a smaller one may drop predictions by design (README: ~prediction).

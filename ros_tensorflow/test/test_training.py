@@ -2,11 +2,14 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.model_keeper import ModelKeeper
+from ros_tensorflow.persistence import ModelFileError
 from ros_tensorflow.sample_store import SampleStore
 from ros_tensorflow.settings import Settings
 from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, Trainer, TrainingRequest
@@ -41,6 +44,13 @@ def test_a_request_that_finishes_reports_each_epoch_and_saves(tmp_path):
     assert feedback.epochs() == [0, 1, 2] and all(per_epoch == 25 for _, _, per_epoch, _ in feedback.calls)
     assert outcome.metrics == feedback.calls[-1][3] and outcome.metrics["val_acc"] > 0.8
     assert trainer.epoch is None
+    assert trainer.last_export.result(120) == str(tmp_path / "model.tflite")  # exported beside the model
+    interpreter = Interpreter(model_path=str(tmp_path / "model.tflite"))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], PROBE[:1].astype(np.float32))
+    interpreter.invoke()
+    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(output, trainer.keeper.wrapper.predict(PROBE[:1]), atol=1e-5)
 
 
 def test_a_request_that_stops_early_keeps_the_best_weights(tmp_path):
@@ -59,6 +69,7 @@ def test_a_cancel_mid_epoch_ends_preempted_and_saves_only_if_asked(tmp_path, sav
     assert len(asked) == 10, "the cancel took effect after the batch that saw it"
     assert math.isnan(outcome.metrics["loss"])
     assert (outcome.model_path != "") == save_on_cancel == (tmp_path / "model.keras").is_file()
+    assert trainer.last_export is None and not (tmp_path / "model.tflite").exists(), "only goals that succeed export"
 
 
 @pytest.mark.parametrize(
@@ -99,3 +110,16 @@ def test_a_learning_rate_set_while_running_applies_to_the_next_request(tmp_path)
     trainer.learning_rate = 0.1
     trainer.run(TrainingRequest(epochs=1), settings)
     assert not np.allclose(trainer.keeper.wrapper.predict(PROBE), before, atol=1e-4)
+
+
+def test_a_model_that_cannot_be_exported_still_succeeds_and_the_export_says_why(tmp_path):
+    inputs = keras.Input((10,))
+    squashed = keras.ops.erfinv(keras.ops.tanh(inputs) * 0.5)  # TFLite has no kernel for erfinv
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(squashed)).save(tmp_path / "model.keras")
+    trainer, settings = make_trainer(tmp_path)
+    outcome = trainer.run(TrainingRequest(epochs=1), settings)
+    assert outcome.state == SUCCEEDED and outcome.model_path == str(tmp_path / "model.keras")
+    assert outcome.message == "finished 1 epoch"
+    with pytest.raises(ModelFileError, match="cannot convert the model to TFLite: ConverterError"):
+        trainer.last_export.result(120)
+    assert not (tmp_path / "model.tflite").exists()

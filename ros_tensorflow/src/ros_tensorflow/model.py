@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ros_tensorflow.litert import ConverterProcess, LiteRtServing
 from ros_tensorflow.samples import as_labelled_samples, as_samples, check_validation_split
 from ros_tensorflow.tf_context import TensorFlowContext
 
@@ -71,7 +72,19 @@ class ModelWrapper:
     A model that is not trainable (a SavedModel) is served as it is.
     """
 
-    def __init__(self, model=None, trainable=True, input_dim=10, output_dim=2, hidden_units=32, learning_rate=0.1):
+    def __init__(
+        self,
+        model=None,
+        trainable=True,
+        input_dim=10,
+        output_dim=2,
+        hidden_units=32,
+        learning_rate=0.1,
+        serving_backend="tensorflow",
+        converter=None,
+        log=None,
+    ):
+        """serving_backend litert: converter (a ConverterProcess, one per node) makes each commit's TFLite model."""
         if not tf.executing_eagerly():
             raise RuntimeError("Keras 3 needs eager execution; do not call tf.compat.v1.disable_eager_execution()")
         self.context = TensorFlowContext()
@@ -79,6 +92,9 @@ class ModelWrapper:
         self.trace_count = 0
         with self.context.scope():
             self.model = model or build_classifier(input_dim, output_dim, hidden_units, learning_rate)
+            # Plain attributes: Keras's shape properties cost a microsecond a read, on every prediction.
+            self.input_dim = int(self.model.inputs[0].shape[-1])
+            self.output_dim = int(self.model.outputs[0].shape[-1])
             if trainable and not self.model.compiled:
                 compile_classifier(self.model, learning_rate)
             serving_models = [keras.models.clone_model(self.model) for _ in range(2)] if trainable else [self.model]
@@ -87,28 +103,48 @@ class ModelWrapper:
         self._train_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self.committed_at = None
+        self.commit_count = 0  # which commit predictions see: LiteRT answers only once it serves this one
+        self.litert = None
+        self.served_by_litert = 0
+        self._litert_count_lock = threading.Lock()
+        if serving_backend == "litert":
+            self._own_converter = None if converter else ConverterProcess()
+            self.litert = LiteRtServing(self.model.to_json(), converter or self._own_converter, log)
+        elif serving_backend != "tensorflow":
+            raise ValueError(f"serving_backend must be litert or tensorflow, got {serving_backend!r}")
         self.commit()
-
-    @property
-    def input_dim(self):
-        return int(self.model.inputs[0].shape[-1])
-
-    @property
-    def output_dim(self):
-        return int(self.model.outputs[0].shape[-1])
 
     @property
     def predictions_served(self):
         """Samples predicted so far."""
-        return sum(copy.served for copy in self._copies)
+        return sum(copy.served for copy in self._copies) + self.served_by_litert
+
+    @property
+    def serving(self):
+        """Which backend answers now, and for which commit."""
+        if self.litert and self.litert.model_for(self.commit_count) is not None:
+            return f"litert, commit {self.commit_count}"
+        if self.litert and self.litert.failed is None:
+            return f"tensorflow, commit {self.commit_count} (litert converting)"
+        return f"tensorflow, commit {self.commit_count}"
+
+    def close(self):
+        """Stop the LiteRT conversion thread (the model is being replaced), and the converter if it is this model's."""
+        if self.litert:
+            self.litert.close()
+            if self._own_converter:
+                self._own_converter.close()
 
     def _count_trace(self):
         self.trace_count += 1
 
-    def commit(self):
-        """Publish the trained weights to predictions, all at once."""
+    def commit(self, epoch_end=False):
+        """Publish the trained weights to predictions, all at once; epoch_end: more commits follow soon."""
         if not self.trainable:
-            self.committed_at = self.committed_at or time.time()
+            if self.committed_at is None:
+                self.committed_at, self.commit_count = time.time(), 1
+                if self.litert:
+                    self.litert.submit(1, self.model.get_weights())
             return
         with self._commit_lock:
             weights = self.model.get_weights()
@@ -117,6 +153,9 @@ class ModelWrapper:
                 self._copies[standby].model.set_weights(weights)
             self._active = standby
             self.committed_at = time.time()
+            self.commit_count += 1
+            if self.litert:
+                self.litert.submit(self.commit_count, weights, epoch_end)
 
     def train(self, x, y, epochs, batch_size=32, validation_split=0.0, callbacks=()):
         """Fit on (x, y), shuffled first: Keras takes the validation split from the end.
@@ -128,7 +167,7 @@ class ModelWrapper:
         x, y = as_labelled_samples(x, y, self.input_dim, self.output_dim)
         check_validation_split(len(x), validation_split)
         order = np.random.default_rng().permutation(len(x))
-        commit_each_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.commit())
+        commit_each_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.commit(epoch_end=True))
         with self._train_lock, self.context.scope():
             try:
                 return self.model.fit(
@@ -145,10 +184,19 @@ class ModelWrapper:
 
     def predict(self, x):
         """Model output, shape (k, output_dim), for k samples given flat or as (k, input_dim)."""
-        x = as_samples(x, self.input_dim)
-        copy = self._copies[self._active]
-        with copy.lock, self.context.scope():
-            output = copy.predict(x)
+        return self.predict_samples(as_samples(x, self.input_dim))
+
+    def predict_samples(self, x):
+        """predict() for samples as_samples() has already checked (the stream checks each message on arrival)."""
+        litert_model = self.litert.model_for(self.commit_count) if self.litert else None
+        if litert_model is not None:
+            output = litert_model.predict(x.astype(np.float32, copy=False))
+            with self._litert_count_lock:
+                self.served_by_litert += len(x)
+        else:
+            copy = self._copies[self._active]
+            with copy.lock, self.context.scope():
+                output = copy.predict(x)
         if not np.isfinite(output).all():
             bad = np.flatnonzero(~np.isfinite(output).all(axis=1)).tolist()
             raise ValueError(f"the model's output is NaN or Inf for samples {bad}: their values overflow in float32")

@@ -1,12 +1,23 @@
 """ModelKeeper: the model the node serves and trains, and its life on disk."""
 
+import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
 
+import tensorflow as tf
+
+from ros_tensorflow.litert import ConversionError, ConverterProcess
 from ros_tensorflow.model import ModelWrapper
-from ros_tensorflow.persistence import ModelFileError, backup_path, file_digest, load_model, save_model
+from ros_tensorflow.persistence import (
+    ModelFileError,
+    backup_path,
+    export_tflite,
+    file_digest,
+    load_model,
+    save_model,
+)
 
 
 class ModelBusyError(RuntimeError):
@@ -22,11 +33,16 @@ class ModelKeeper:
     says why the file at `path` is not in use, while a corrupt file forced a fallback.
     """
 
-    def __init__(self, path, fresh_model, log=None):
-        """fresh_model: ModelWrapper keyword arguments (input_dim, output_dim, hidden_units, learning_rate)."""
+    def __init__(self, path, fresh_model, log=None, serving_backend="tensorflow", device=""):
+        """fresh_model: ModelWrapper keyword arguments (input_dim, output_dim, hidden_units, learning_rate);
+        every model is served by serving_backend and built (so trained and served by TensorFlow) on device."""
         self.path = str(path)
         self._fresh_model = fresh_model
         self._log = log or logging.getLogger(__name__)
+        self._serving_backend = serving_backend
+        self._device = device
+        self._converter = ConverterProcess()  # one child process converts for every model this keeper holds
+        self._exports = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="TfliteExport")
         self._training_lock = threading.Lock()
         self._good_files = set()  # digests of model files loaded or saved: a save keeps those as backup
         self._served_by_earlier_models = 0
@@ -48,13 +64,20 @@ class ModelKeeper:
                 self.fallback_error = self.fallback_error or str(error)
                 self._log.error("%s; trying the next fallback", error)
         self._log.info("no usable model at %s: starting a fresh one", self.path)
-        return ModelWrapper(**self._fresh_model), "fresh"
+        return self._wrapper(**self._fresh_model), "fresh"
+
+    def _wrapper(self, *args, **kwargs):
+        """A ModelWrapper built on the device: it keeps the device for training and serving on any thread."""
+        with tf.device(self._device) if self._device else contextlib.nullcontext():
+            return ModelWrapper(
+                *args, serving_backend=self._serving_backend, converter=self._converter, log=self._log, **kwargs
+            )
 
     def _load(self, path):
         """A ModelWrapper of the model file at path; ModelFileError if it cannot be used."""
         model, trainable = load_model(path)
         try:
-            wrapper = ModelWrapper(model, trainable=trainable, learning_rate=self._fresh_model["learning_rate"])
+            wrapper = self._wrapper(model, trainable=trainable, learning_rate=self._fresh_model["learning_rate"])
         except Exception as error:  # noqa: BLE001 - e.g. a model Keras cannot clone: fall back, do not crash
             raise ModelFileError(f"cannot use the model {path}: {error}") from error
         if os.path.isfile(path):
@@ -96,6 +119,39 @@ class ModelKeeper:
         self._good_files.add(save_model(self.wrapper.model, self.path, self._good_files))
         self.source, self.fallback_error = self.path, None
 
+    def export_tflite(self, quantization="none"):
+        """Write <path stem>.tflite of the weights committed now beside the model, on a thread of its own (a
+        conversion takes a quarter to half a second that a goal need not wait for); logs the path or why not.
+
+        Returns a Future of the path (ModelFileError if not exported). Exports are written in order.
+        """
+        wrapper = self.wrapper
+        snapshot = (wrapper, wrapper.commit_count, wrapper.model.to_json(), wrapper.model.get_weights())
+        return self._exports.submit(self._export, *snapshot, quantization)
+
+    def _export(self, wrapper, commit, architecture, weights, quantization):
+        litert = wrapper.litert
+        try:
+            if quantization == "none" and litert and litert.wait_until_serving(commit, timeout=120):
+                flatbuffer = litert.flatbuffer_for(commit)  # converted for serving already
+            else:
+                try:
+                    flatbuffer, _ = self._converter.convert(architecture, weights, quantization)
+                except ConversionError as error:
+                    raise ModelFileError(f"cannot convert the model to TFLite: {error}") from error
+            path = export_tflite(flatbuffer, self.path)
+        except ModelFileError as error:
+            self._log.warning("the model is saved but not exported to TFLite: %s", error)
+            raise
+        self._log.info("exported %s", path)
+        return path
+
+    def close(self):
+        """Stop the conversions: the node is shutting down."""
+        self._exports.shutdown(wait=False, cancel_futures=True)
+        self.wrapper.close()
+        self._converter.close()
+
     def reload(self):
         """Load path again and switch predictions to it at once; the current model stays if it cannot be used."""
         with self._exclusive("a training runs: reload once it ends"):
@@ -105,5 +161,6 @@ class ModelKeeper:
                 self._log.warning("reload failed: %s; the current model stays", error)
                 raise
             self._served_by_earlier_models += self.wrapper.predictions_served
-            self.wrapper, self.source, self.fallback_error = wrapper, self.path, None
+            previous, self.wrapper, self.source, self.fallback_error = self.wrapper, wrapper, self.path, None
+            previous.close()
         return wrapper

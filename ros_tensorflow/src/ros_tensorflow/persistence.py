@@ -68,6 +68,16 @@ def save_model(model, path, known_good=()):
         raise ModelFileError(f"cannot save the model to {path}: {error}") from error
 
 
+def export_tflite(flatbuffer, model_path):
+    """Write flatbuffer as <model file stem>.tflite beside the model file, atomically; returns its path."""
+    path = pathlib.Path(model_path).with_suffix(".tflite")
+    try:
+        _replace_atomically(lambda tmp: pathlib.Path(tmp).write_bytes(flatbuffer), path)
+    except OSError as error:
+        raise ModelFileError(f"cannot write {path}: {error}") from error
+    return str(path)
+
+
 def _is_loadable(path, known_good):
     if file_digest(path) in known_good:
         return True

@@ -24,6 +24,7 @@ from ros_tensorflow.samples import as_labelled_samples, as_samples, prediction_r
 from ros_tensorflow.settings import PARAMETERS, Settings
 from ros_tensorflow.status import Counters, model_status, stream_status
 from ros_tensorflow.streaming import MicroBatcher
+from ros_tensorflow.tf_context import configure_devices
 from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, Trainer, TrainingRequest
 
 RECONFIGURABLE = [name for name, parameter in PARAMETERS.items() if parameter.reconfigurable]
@@ -73,6 +74,10 @@ class RosInterface:
 
     def __init__(self):
         self.settings = Settings(lambda name, default: rospy.get_param(f"~{name}", default), _resolved)
+        try:
+            configure_devices(self.settings.device, self.settings.gpu_memory_growth)
+        except ValueError as error:
+            raise ValueError(f"parameter {_resolved('device')}: {error}") from error
         data_dir = self.settings.data_dir or os.path.join(rospkg.get_ros_home(), "ros_tensorflow")
         try:
             sample_store = SampleStore.open_in(data_dir)
@@ -80,21 +85,25 @@ class RosInterface:
             raise ValueError(f"parameter ~data_dir: {error}") from error
         log = logging.getLogger("rosout")  # rospy's logger: to the console and /rosout
         model_path = self.settings.model_path or os.path.join(data_dir, "model.keras")
-        self.keeper = ModelKeeper(model_path, self.settings.fresh_model(), log)
+        self.keeper = ModelKeeper(
+            model_path, self.settings.fresh_model(), log, self.settings.serving_backend, self.settings.device
+        )
         self.sample_store = sample_store
         self.trainer = Trainer(
             self.keeper, sample_store, data_dir, self.settings.bag_topic or _resolved("samples"), log
         )
 
         self._prediction_pub = _publisher("~prediction", Prediction, self.settings.publish_queue_size)
+        self._prediction = Prediction()
         self._batcher = MicroBatcher(
-            lambda x: prediction_rows(self.keeper.wrapper.predict(x)),
+            lambda x: prediction_rows(self.keeper.wrapper.predict_samples(x)),
             self._publish_prediction,
             max_batch=self.settings.max_batch,
             queue_size=self.settings.queue_size,
             on_error=lambda error: rospy.logerr_throttle(5, f"prediction of ~input failed: {error}"),
         )
         rospy.on_shutdown(self._batcher.close)
+        rospy.on_shutdown(self.keeper.close)
         self.counters = Counters(lambda: self._batcher.dropped)
         self._subscribers = [
             rospy.Subscriber("~input", numpy_msg(Float64MultiArray), self._handle_input, queue_size=None),
@@ -155,7 +164,15 @@ class RosInterface:
             rospy.logwarn_throttle(5, f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
 
     def _publish_prediction(self, received, rows):
-        prediction = Prediction(**_prediction_fields(rows))
+        """On the batcher's one thread; one message reused (publish serialises it at once): building a
+        Prediction with its Header and Time costs more than filling one in."""
+        prediction = self._prediction
+        fields = _prediction_fields(rows)
+        prediction.classes, prediction.confidences, prediction.output = (
+            fields["classes"],
+            fields["confidences"],
+            fields["output"],
+        )
         prediction.header.stamp = received
         self._prediction_pub.publish(prediction)
         self.counters.predictions_published += 1

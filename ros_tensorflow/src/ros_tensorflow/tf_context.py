@@ -43,3 +43,25 @@ class TensorFlowContext:
             if self.device:
                 stack.enter_context(tf.device(self.device))
             yield self
+
+
+def configure_devices(device="", memory_growth=True):
+    """Before TensorFlow allocates anything: memory growth on every GPU (else TensorFlow takes all of their
+    memory and keeps other nodes off them), and a check that `device` exists; ValueError names those that do."""
+    if memory_growth:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    if not device:
+        return
+    try:
+        wanted = tf.DeviceSpec.from_string(device)
+    except ValueError as error:
+        raise ValueError(f"{device!r} is not a device name (e.g. /CPU:0, /GPU:0): {error}") from error
+    names = [logical.name for logical in tf.config.list_logical_devices()]
+    for name in names:
+        spec = tf.DeviceSpec.from_string(name)
+        if (spec.device_type or "").upper() == (wanted.device_type or "").upper() and spec.device_index == (
+            wanted.device_index or 0
+        ):
+            return
+    raise ValueError(f"device {device} does not exist here (devices: {', '.join(names)})")

@@ -61,6 +61,7 @@ class Trainer:
         self.bag_topic = bag_topic
         self._log = log or logging.getLogger(__name__)
         self.epoch = None  # the running epoch (0-based) while a request trains, else None
+        self.last_export = None  # Future of the last goal's .tflite export (its path)
         self.learning_rate = None  # set while running: every request from then on trains at this rate
 
     def run(self, request, settings, should_stop=lambda: False, on_feedback=lambda *feedback: None):
@@ -137,4 +138,6 @@ class Trainer:
             except ModelFileError as error:
                 self._log.error("%s", error)
                 outcome.message += f"; not saved: {error}"
+        if outcome.model_path and not cancel.cancelled:
+            self.last_export = self.keeper.export_tflite(settings.tflite_quantization)
         return outcome

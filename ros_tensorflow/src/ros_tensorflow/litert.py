@@ -1,0 +1,256 @@
+"""LiteRT serving: committed weights converted to TFLite in a process of its own, answered by LiteRT.
+
+A call of LiteRT's interpreter costs microseconds where a compiled tf.function costs a few
+hundred: TensorFlow's per-call overhead, not the model, dominated a prediction.
+"""
+
+import logging
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+QUANTIZATIONS = ("none", "float16", "dynamic")
+LARGEST_BATCH = 256  # interpreters are kept for 1, 2, 4 ... 256 samples; more are predicted in chunks
+
+
+class ConversionError(RuntimeError):
+    """The model cannot be converted to TFLite; says why in a line."""
+
+
+def short_reason(error):
+    """The converter's errors run to pages of MLIR: its type and first line say enough for a log or a result."""
+    first_line = (str(error).splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line[:160]}"
+
+
+def to_tflite(model, quantization="none"):
+    """The model as a TFLite flatbuffer: as it is, float16 weights, or dynamic-range int8 weights."""
+    import tensorflow as tf  # only the converter process and the benchmark convert in-process
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"tflite quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantization != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+class ConverterProcess:
+    """TFLite conversion in a child process at the lowest CPU priority, started on first use.
+
+    The converter holds the GIL for most of a conversion (0.5-2 s of tracing and graph rewriting in
+    Python): in the node's own process it stalled training to 0.26x and /predict's p99 to 30 ms.
+    The child keeps the last architecture built, so a commit sends only its weights.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._process = None
+
+    def convert(self, architecture, weights, quantization="none"):
+        """(flatbuffer, seconds the conversion took) of the model whose to_json() is architecture, with weights;
+        ConversionError if it cannot be converted."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = self._start()
+            process = self._process
+            try:
+                pickle.dump((architecture, weights, quantization), process.stdin)
+                process.stdin.flush()
+                ok, payload, seconds = pickle.load(process.stdout)
+            except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
+                process.kill()
+                raise ConversionError(f"the converter process ended ({short_reason(error)})") from error
+        if not ok:
+            raise ConversionError(payload)
+        return payload, seconds
+
+    @staticmethod
+    def _start():
+        package_parent = str(pathlib.Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")])}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env["CUDA_VISIBLE_DEVICES"] = ""  # converting needs no GPU, and TensorFlow would take its memory
+        return subprocess.Popen(
+            [sys.executable, "-m", "ros_tensorflow.litert"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # the converter's MLIR dumps; the reply says why in a line
+            env=env,
+        )
+
+    def close(self):
+        """End the child at the end of its input; not waiting for a conversion that runs (shutdown comes first)."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.stdin.close()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _serve_conversions():
+    """The converter process: (architecture, weights, quantization) in, (ok, flatbuffer or reason, seconds) out."""
+    os.nice(19)  # training and predictions come first
+    requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the converter prints its progress: not into the replies
+    import keras
+
+    architecture, model = None, None
+    while True:
+        try:
+            request = pickle.load(requests)
+        except EOFError:
+            return
+        started = time.monotonic()
+        try:
+            if request[0] != architecture:
+                architecture, model = request[0], keras.models.model_from_json(request[0])
+            model.set_weights(request[1])
+            reply = (True, to_tflite(model, request[2]))
+        except Exception as error:  # noqa: BLE001 - any op LiteRT lacks: the node keeps TensorFlow serving
+            architecture, reply = None, (False, short_reason(error))
+        pickle.dump((*reply, time.monotonic() - started), replies)
+        replies.flush()
+
+
+class LiteRtModel:
+    """One TFLite model with an interpreter allocated for each power-of-two batch size.
+
+    Interpreters are not thread-safe, and resizing one re-allocates it: so each batch size has its
+    own, built up front, a batch is padded to the next size, and one lock guards them all (a call
+    takes microseconds).
+    """
+
+    def __init__(self, flatbuffer):
+        self._lock = threading.Lock()
+        self._interpreters = {}
+        size = 1
+        while size <= LARGEST_BATCH:
+            interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+            details = interpreter.get_input_details()[0]
+            interpreter.resize_tensor_input(details["index"], [size, *details["shape"][1:]])
+            interpreter.allocate_tensors()
+            output = interpreter.get_output_details()[0]["index"]
+            self._interpreters[size] = (interpreter, details["index"], output)
+            size *= 2
+
+    def predict(self, x):
+        """Output for x, shape (k, input_dim) float32, any k >= 1."""
+        if len(x) > LARGEST_BATCH:
+            return np.concatenate([self.predict(x[i : i + LARGEST_BATCH]) for i in range(0, len(x), LARGEST_BATCH)])
+        k = len(x)
+        size = 1 << (k - 1).bit_length()
+        if size != k:
+            x = np.concatenate([x, np.zeros((size - k, *x.shape[1:]), np.float32)])
+        interpreter, input_index, output_index = self._interpreters[size]
+        with self._lock:
+            interpreter.set_tensor(input_index, x)
+            interpreter.invoke()
+            output = interpreter.get_tensor(output_index)
+        return output[:k]
+
+
+class LiteRtServing:
+    """Converts the newest committed weights on a thread of its own; `model_for(commit)` is its LiteRT model
+    once converted, else None (the TensorFlow serving copy answers meanwhile).
+
+    Commits that arrive while a conversion runs coalesce: only the newest is converted next. The commits
+    of a training's epochs are converted at most a tenth of the time (each waits nine times the last
+    conversion after it), so the converter does not take the CPU from the training; the commit that ends
+    a goal is converted at once. A model that cannot be converted is said once in the log and left to
+    TensorFlow.
+    """
+
+    PAUSE_AFTER_CONVERSION = 9  # x the last conversion's duration, before converting an epoch's commit
+
+    def __init__(self, architecture, converter, log=None):
+        """architecture: the model's to_json(); converter: a ConverterProcess, shared by the models of a node."""
+        self._architecture = architecture
+        self._converter = converter
+        self._log = log or logging.getLogger(__name__)
+        self._pending = None  # (commit, weights, committed at, epoch_end) waiting to be converted
+        self._resume_at = 0.0  # when an epoch's commit may be converted
+        self._wakeup = threading.Condition()
+        self._served = (None, None, None)  # (commit, LiteRtModel, flatbuffer)
+        self.failed = None  # why the model cannot be converted, once known
+        self.conversions = 0
+        self.conversion_seconds = None  # the last conversion, in the converter process
+        self.commit_to_serving_seconds = None  # from the last converted commit to LiteRT serving it
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="LiteRtServing", daemon=True)
+        self._thread.start()
+
+    @property
+    def serving_commit(self):
+        return self._served[0]
+
+    def flatbuffer_for(self, commit):
+        """The TFLite model of commit, once served; else None."""
+        served_commit, _, flatbuffer = self._served
+        return flatbuffer if served_commit == commit else None
+
+    def submit(self, commit, weights, epoch_end=False):
+        with self._wakeup:
+            self._pending = (commit, weights, time.monotonic(), epoch_end)
+            self._wakeup.notify()
+
+    def model_for(self, commit):
+        served_commit, model, _ = self._served
+        return model if served_commit == commit else None
+
+    def wait_until_serving(self, commit, timeout):
+        """For tests and start-up: True once commit is served by LiteRT (False if it cannot be)."""
+        deadline = time.monotonic() + timeout
+        while self.serving_commit != commit and self.failed is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.serving_commit == commit
+
+    def close(self):
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify()
+
+    def _next_commit(self):
+        """The commit to convert next, once it is due; None once closed."""
+        with self._wakeup:
+            while not self._closed:
+                if self._pending is None:
+                    self._wakeup.wait()
+                    continue
+                wait = self._resume_at - time.monotonic() if self._pending[3] else 0
+                if wait <= 0:
+                    pending, self._pending = self._pending, None
+                    return pending
+                self._wakeup.wait(wait)
+            return None
+
+    def _run(self):
+        while (pending := self._next_commit()) is not None:
+            commit, weights, committed_at, _ = pending
+            try:
+                flatbuffer, conversion_seconds = self._converter.convert(self._architecture, weights)
+                model = LiteRtModel(flatbuffer)
+            except (RuntimeError, ValueError) as error:  # ConversionError, or LiteRT cannot allocate the model
+                self.failed = str(error) if isinstance(error, ConversionError) else short_reason(error)
+                self._log.warning("this model cannot be served by LiteRT (%s): TensorFlow serves it", self.failed)
+                return
+            self._served = (commit, model, flatbuffer)
+            self.conversions += 1
+            now = time.monotonic()
+            self.conversion_seconds, self.commit_to_serving_seconds = conversion_seconds, now - committed_at
+            self._resume_at = now + self.PAUSE_AFTER_CONVERSION * self.conversion_seconds
+
+
+if __name__ == "__main__":
+    _serve_conversions()

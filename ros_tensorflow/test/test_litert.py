@@ -1,0 +1,128 @@
+"""LiteRT serving: conversion, per-size interpreters, coalescing and fallback, on real TensorFlow and LiteRT."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.litert import ConverterProcess, LiteRtModel, to_tflite
+from ros_tensorflow.model import ModelWrapper, build_classifier
+
+X, Y = make_synthetic(n_samples=400, seed=21)
+
+
+@pytest.fixture(scope="module")
+def converter():
+    """One converter process for the module, as a node has one: starting one imports TensorFlow (seconds)."""
+    process = ConverterProcess()
+    yield process
+    process.close()
+
+
+@pytest.fixture
+def litert_wrapper(converter):
+    def make(model=None):
+        wrapper = ModelWrapper(model, serving_backend="litert", converter=converter)
+        assert wrapper.litert.wait_until_serving(wrapper.commit_count, 120), wrapper.litert.failed
+        return wrapper
+
+    return make
+
+
+@pytest.mark.parametrize("k", [1, 3, 100, 300])
+def test_litert_answers_as_the_keras_model_for_any_batch_size(k, litert_wrapper):
+    wrapper = litert_wrapper()
+    wrapper.train(X, Y, epochs=2)
+    assert wrapper.litert.wait_until_serving(wrapper.commit_count, 120)
+    assert wrapper.serving == f"litert, commit {wrapper.commit_count}"
+    served_before = wrapper.served_by_litert
+    x = X[:k] if k <= len(X) else X
+    np.testing.assert_allclose(wrapper.predict(x), wrapper.model(x.astype(np.float32)).numpy(), atol=1e-5)
+    assert wrapper.served_by_litert == served_before + len(x)
+
+
+def test_one_interpreter_per_power_of_two_allocated_up_front():
+    model = build_classifier()
+    litert = LiteRtModel(to_tflite(model))
+    before = dict(litert._interpreters)
+    assert sorted(before) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    for k in (1, 5, 2, 77, 256, 3):
+        np.testing.assert_allclose(
+            litert.predict(X[:k].astype(np.float32)), model(X[:k].astype(np.float32)).numpy(), atol=1e-5
+        )
+    assert litert._interpreters == before, "no interpreter was built or replaced for a new batch size"
+
+
+def test_commits_coalesce_and_the_newest_is_served(litert_wrapper):
+    wrapper = litert_wrapper()
+    for _ in range(30):
+        wrapper.commit()
+    assert wrapper.litert.wait_until_serving(wrapper.commit_count, 120)
+    assert wrapper.litert.conversions < 30, "every commit was converted, none coalesced"
+    assert wrapper.commit_count == 31 and wrapper.litert.serving_commit == 31
+
+
+def test_epoch_commits_wait_after_a_conversion_and_the_commit_ending_a_goal_does_not(litert_wrapper):
+    wrapper = litert_wrapper()
+    wrapper.litert.PAUSE_AFTER_CONVERSION = 1000  # an epoch's commit waits for minutes after a conversion
+    wrapper.commit()
+    assert wrapper.litert.wait_until_serving(wrapper.commit_count, 120)
+    wrapper.commit(epoch_end=True)
+    assert not wrapper.litert.wait_until_serving(wrapper.commit_count, 2), "an epoch's commit was converted at once"
+    assert wrapper.serving == f"tensorflow, commit {wrapper.commit_count} (litert converting)"
+    wrapper.commit()  # the goal's end: replaces the waiting epoch commit, converted at once
+    assert wrapper.litert.wait_until_serving(wrapper.commit_count, 120)
+
+
+def test_until_a_commit_is_converted_tensorflow_answers_with_the_newest_weights(litert_wrapper):
+    wrapper = litert_wrapper()
+    wrapper.model.set_weights([w * 2 for w in wrapper.model.get_weights()])
+    wrapper.commit()  # the conversion of this commit runs in the background now
+    output = wrapper.predict(X[:5])
+    np.testing.assert_allclose(output, wrapper.model(X[:5].astype(np.float32)).numpy(), atol=1e-5)
+
+
+def unconvertible_model():
+    """Keras's own erfinv op: serialisable, but TFLite has no kernel for it."""
+    inputs = keras.Input((10,))
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.ops.erfinv(inputs)))
+
+
+def test_a_model_that_does_not_convert_stays_with_tensorflow_and_still_answers(caplog, converter):
+    model = unconvertible_model()
+    wrapper = ModelWrapper(model, serving_backend="litert", converter=converter)
+    assert not wrapper.litert.wait_until_serving(wrapper.commit_count, 120)
+    assert wrapper.litert.failed.startswith("ConverterError") and "Erfinv" in wrapper.litert.failed
+    assert wrapper.serving == "tensorflow, commit 1"
+    x = np.clip(X[:4], -0.9, 0.9)
+    np.testing.assert_allclose(wrapper.predict(x), model(x.astype(np.float32)).numpy(), atol=1e-5)
+    assert "cannot be served by LiteRT" in caplog.text
+
+
+def test_the_converter_process_runs_at_the_lowest_priority_and_restarts_after_a_crash(converter):
+    model = build_classifier()
+    converter.convert(model.to_json(), model.get_weights())
+    assert os.getpriority(os.PRIO_PROCESS, converter._process.pid) == 19
+    converter._process.kill()
+    converter._process.wait()
+    flatbuffer, seconds = converter.convert(model.to_json(), model.get_weights())
+    assert seconds > 0
+    np.testing.assert_allclose(LiteRtModel(flatbuffer).predict(X[:3].astype(np.float32)), model(X[:3]), atol=1e-5)
+
+
+@pytest.mark.parametrize("quantization", ["none", "float16", "dynamic"])
+def test_exported_flatbuffers_run_in_litert_alone(quantization):
+    model = build_classifier(hidden_units=1024)  # dynamic range quantizes tensors of over 1024 weights
+    flatbuffer = to_tflite(model, quantization)
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], X[:1].astype(np.float32))
+    interpreter.invoke()
+    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    tolerance = {"none": 1e-5, "float16": 1e-2, "dynamic": 5e-2}[quantization]
+    np.testing.assert_allclose(output, model(X[:1].astype(np.float32)).numpy(), atol=tolerance)
+    if quantization != "none":
+        assert len(flatbuffer) < 0.6 * len(to_tflite(model)), "quantized weights should be smaller"
