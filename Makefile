@@ -14,9 +14,11 @@ APT_PACKAGES := catkin ros-message-generation ros-message-runtime rosout rosbash
 	python3-actionlib python3-actionlib-tools python3-actionlib-msgs \
 	python3-std-msgs python3-std-srvs python3-diagnostic-msgs python3-diagnostic-updater \
 	python3-dynamic-reconfigure libdynamic-reconfigure-config-init-mutex-dev \
+	python3-opencv python3-sensor-msgs ros-sensor-msgs libsensor-msgs-dev \
 	ros-std-msgs ros-std-srvs ros-actionlib-msgs ros-diagnostic-msgs \
 	libactionlib-msgs-dev libstd-msgs-dev libstd-srvs-dev libdiagnostic-msgs-dev \
 	python3-venv python3-dev g++ make cmake
+SETTINGS := ros_tensorflow/src/ros_tensorflow/settings.py
 IN_WORKSPACE := set +u && source $(ROOT)/devel/setup.bash &&
 PACKAGE_FILES := $(shell find ros_tensorflow ros_tensorflow_msgs -name '*.txt' -o -name '*.xml' -o -name '*.msg' \
 	-o -name '*.srv' -o -name '*.action' -o -name 'setup.py' -o -path '*/nodes/*' -o -path '*/env-hooks/*' -o -name '*.cfg')
@@ -43,7 +45,9 @@ endif
 	@mkdir -p .stamps && touch $@
 
 # The venv first on PATH: cfg/*.cfg run as `#!/usr/bin/env python3` and need Debian's ROS modules.
-devel/setup.bash: .stamps/apt .stamps/venv $(PACKAGE_FILES)
+# The .cfg is generated from settings.py: touched when settings.py changes, so catkin generates it again.
+devel/setup.bash: .stamps/apt .stamps/venv $(PACKAGE_FILES) $(SETTINGS)
+	$(if $(filter $(SETTINGS),$?),touch ros_tensorflow/cfg/RosTensorflow.cfg &&) \
 	$(if $(ROS_SETUP),source $(ROS_SETUP) &&) PATH=$(VENV)/bin:$$PATH \
 		catkin_make -C $(ROOT) -DPYTHON_EXECUTABLE=$(PYTHON) >/dev/null
 	@touch $@

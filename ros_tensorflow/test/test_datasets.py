@@ -1,9 +1,12 @@
 """Datasets: built-in, recorded and file datasets, and every way a file can be wrong."""
 
+import cv2
 import numpy as np
 import pytest
 import rosbag
-from ros_tensorflow_msgs.msg import Sample
+from ros_tensorflow_msgs.msg import ImageSample, Sample
+from sensor_msgs.msg import Image
+from sklearn.datasets import load_digits
 from std_msgs.msg import String
 
 from ros_tensorflow.datasets import DatasetError, Datasets, make_synthetic
@@ -93,3 +96,58 @@ def test_bad_dataset_files_give_one_clear_error(datasets, tmp_path):
     for name, reason in cases.items():
         with pytest.raises(DatasetError, match=reason):
             datasets.load(name)
+
+
+DIGITS = load_digits()
+
+
+def write_digit_folders(root, classes=(0, 1, 2), per_class=5):
+    """<root>/<name>/<i>.png of real 8 x 8 digit images, one folder per class, named as a user would."""
+    names = {0: "zero", 1: "one", 2: "two"}
+    for digit in classes:
+        folder = root / names[digit]
+        folder.mkdir(parents=True)
+        for i, array in enumerate(DIGITS.images[DIGITS.target == digit][:per_class]):
+            cv2.imwrite(str(folder / f"{i}.png"), (array * 255 / 16).astype(np.uint8))
+    (root / "one" / "notes.txt").write_text("not an image: skipped")
+
+
+def test_an_image_folder_gives_samples_labels_in_folder_order_and_class_names(tmp_path):
+    write_digit_folders(tmp_path / "digits")
+    loader = Datasets(tmp_path, (16, 16, 1), 3)
+    x, y = loader.load("digits")
+    assert x.shape == (15, 16, 16, 1) and 0 <= x.min() and x.max() <= 1
+    assert loader.class_names == ["one", "two", "zero"] and y.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    expected = cv2.resize((DIGITS.images[DIGITS.target == 1][0] * 255 / 16).astype(np.uint8), (16, 16)) / 255
+    np.testing.assert_allclose(x[0, :, :, 0], expected)
+
+
+@pytest.mark.parametrize(
+    "damage, shape, classes, reason",
+    [
+        ("corrupt", (16, 16, 1), 3, r"dataset image .*/zero/0.png: cannot be read as an image"),
+        (None, (16, 16, 1), 2, r"has 3 class folders \(one, two, zero\), the model has 2 classes"),
+        (None, (10,), 3, r"is a folder of images, the model takes samples of shape \[10\]"),
+    ],
+)
+def test_a_bad_image_folder_says_which_file_and_why(tmp_path, damage, shape, classes, reason):
+    write_digit_folders(tmp_path / "digits")
+    if damage == "corrupt":
+        (tmp_path / "digits" / "zero" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(DatasetError, match=reason):
+        Datasets(tmp_path, shape, classes).load("digits")
+
+
+def test_a_bag_of_image_samples_loads_as_prediction_sees_them(tmp_path):
+    frame = (DIGITS.images[0] * 255 / 16).astype(np.uint8)
+    image = Image(height=8, width=8, encoding="mono8", step=8, data=frame.tobytes())
+    for name, bad in (("good.bag", []), ("frames.bag", [Image(encoding="yuv422")])):
+        with rosbag.Bag(str(tmp_path / name), "w") as bag:
+            for i, msg in enumerate([image, image, image, *bad]):
+                bag.write("/ros_tensorflow/samples", ImageSample(image=msg, label=min(i, 1)))
+    loader = Datasets(tmp_path, (8, 8, 1), 2, bag_topic="/ros_tensorflow/samples")
+    x, y = loader.load("good.bag")
+    assert y.tolist() == [0, 1, 1]
+    np.testing.assert_allclose(x[2, :, :, 0], frame / 255)
+    with pytest.raises(DatasetError, match=r"frames.bag: ImageSample 3 on /ros_tensorflow/samples: unknown encoding"):
+        loader.load("frames.bag")

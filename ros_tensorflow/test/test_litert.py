@@ -126,3 +126,11 @@ def test_exported_flatbuffers_run_in_litert_alone(quantization):
     np.testing.assert_allclose(output, model(X[:1].astype(np.float32)).numpy(), atol=tolerance)
     if quantization != "none":
         assert len(flatbuffer) < 0.6 * len(to_tflite(model)), "quantized weights should be smaller"
+
+
+@pytest.mark.parametrize("k", [1, 100])
+def test_litert_answers_as_the_keras_cnn_for_images(k, converter):
+    wrapper = ModelWrapper(input_shape=[24, 24, 3], output_dim=4, serving_backend="litert", converter=converter)
+    assert wrapper.litert.wait_until_serving(wrapper.commit_count, 120), wrapper.litert.failed
+    x = np.random.default_rng(k).random((k, 24, 24, 3))
+    np.testing.assert_allclose(wrapper.predict(x), wrapper.model(x.astype(np.float32)).numpy(), atol=1e-5)

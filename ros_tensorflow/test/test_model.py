@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.model import ModelWrapper
+from ros_tensorflow.model import ModelWrapper, build_classifier
 from ros_tensorflow.samples import classify
 
 
@@ -120,3 +120,21 @@ def test_an_uncompiled_model_is_compiled_to_train():
     model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(2, activation="softmax")])
     wrapper = ModelWrapper(model)
     assert len(wrapper.train(*make_synthetic(n_samples=60, seed=5), epochs=2).history["loss"]) == 2
+
+
+def test_a_fresh_model_for_images_is_a_cnn_that_learns_and_takes_flat_data():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    x = rng.normal(0.2, 0.05, (200, 16, 16, 1))
+    x[y == 1, 4:12, 4:12, 0] += 0.6  # class 1: a bright square in the middle
+    wrapper = ModelWrapper(input_shape=[16, 16, 1], output_dim=2, learning_rate=0.05)
+    assert [type(layer).__name__ for layer in wrapper.model.layers][:2] == ["Conv2D", "MaxPooling2D"]
+    wrapper.train(x, y, epochs=8, batch_size=16)
+    classes, _ = classify(wrapper.predict(x.ravel()))  # flat, row-major, as Predict.srv carries it
+    assert (classes == y).mean() > 0.9
+
+
+@pytest.mark.parametrize("shape, architecture, reason", [([10], "cnn", "needs a sample shape"), ([4], "rnn", "one of")])
+def test_an_architecture_that_does_not_fit_is_refused(shape, architecture, reason):
+    with pytest.raises(ValueError, match=reason):
+        build_classifier(shape, architecture=architecture)

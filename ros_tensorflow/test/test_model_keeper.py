@@ -27,13 +27,13 @@ def test_nothing_on_disk_gives_a_fresh_model(tmp_path):
 
 
 def test_a_model_file_is_loaded_and_its_sizes_win(tmp_path, caplog):
-    model = build_classifier(input_dim=4, output_dim=3)
+    model = build_classifier(input_shape=4, output_dim=3)
     model.save(tmp_path / "model.keras")
     with caplog.at_level(logging.WARNING):
         keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
     assert keeper.source == str(tmp_path / "model.keras")
     assert (keeper.wrapper.input_dim, keeper.wrapper.output_dim) == (4, 3)
-    assert "its sizes win over ~input_dim 10" in caplog.text
+    assert "its sizes win over ~input_dim/~input_shape [10] and ~output_dim 2" in caplog.text
 
 
 def test_a_corrupt_file_falls_back_to_the_backup_which_a_save_then_keeps(tmp_path):
@@ -91,3 +91,14 @@ def test_a_saved_model_folder_is_not_saved(tmp_path):
     assert not keeper.wrapper.trainable
     with pytest.raises(ModelFileError, match="is a SavedModel and is not saved"):
         keeper.save()
+
+
+def test_class_names_are_saved_beside_the_model_and_come_back_with_it(tmp_path):
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    keeper.wrapper.class_names = ["cup", "ball"]
+    keeper.save()
+    assert (tmp_path / "model.classes.txt").read_text() == "cup\nball\n"
+    assert ModelKeeper(tmp_path / "model.keras", FRESH).wrapper.class_names == ["cup", "ball"]
+    keeper.wrapper.class_names = []
+    keeper.save()
+    assert not (tmp_path / "model.classes.txt").exists(), "names of another model must not stay"

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,9 @@ def test_store_appends_loads_counts_and_clears_across_reopening(tmp_path):
     x, y = store.load(10)
     np.testing.assert_array_equal(x, X[:25])
     np.testing.assert_array_equal(y, Y[:25])
-    with pytest.raises(ValueError, match="input_dim 4"):
+    with pytest.raises(
+        ValueError, match=r"holds samples of shape \[10\], recorded for another model: this one takes \[4\]"
+    ):
         store.load(4)
     store.clear()
     assert len(store) == 0 and store.load(10)[0].shape == (0, 10)
@@ -55,3 +58,21 @@ def test_store_keeps_every_committed_sample_through_sigkill(tmp_path):
     x, y = SampleStore(tmp_path / "s.sqlite").load(10)
     assert len(x) >= acknowledged and len(x) % 3 == 0, "a record is missing or half-written"
     np.testing.assert_array_equal(x[::3, 0], np.arange(len(x) // 3))
+
+
+def test_samples_keep_their_shape_and_a_store_made_before_shapes_still_loads(tmp_path):
+    images = np.arange(2 * 4 * 3 * 1, dtype=np.float64).reshape(2, 4, 3, 1)
+    store = SampleStore(tmp_path / "images.sqlite")
+    store.append(images, [0, 1])
+    x, y = store.load((4, 3, 1))
+    np.testing.assert_array_equal(x, images) and np.testing.assert_array_equal(y, [0, 1])
+    with pytest.raises(ValueError, match=r"shape \[4, 3, 1\], recorded for another model: this one takes \[3, 4, 1\]"):
+        store.load((3, 4, 1))  # the same number of values, another shape
+
+    legacy = sqlite3.connect(tmp_path / "legacy.sqlite")
+    legacy.execute("CREATE TABLE samples (id INTEGER PRIMARY KEY, data BLOB NOT NULL, label INTEGER NOT NULL)")
+    legacy.execute("INSERT INTO samples (data, label) VALUES (?, ?)", (np.ones(10).tobytes(), 1))
+    legacy.commit()
+    legacy.close()
+    x, y = SampleStore(tmp_path / "legacy.sqlite").load(10)
+    assert x.shape == (1, 10) and y.tolist() == [1]

@@ -83,3 +83,16 @@ def test_the_checks_and_the_datasets_load_without_tensorflow():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_samples_of_any_shape_come_flat_row_major_or_shaped():
+    flat = np.arange(2 * 4 * 3 * 1, dtype=np.float64)
+    x = as_samples(flat, (4, 3, 1))
+    assert x.shape == (2, 4, 3, 1) and x[1, 0, 2, 0] == 12 + 2
+    np.testing.assert_array_equal(as_samples(x, [4, 3, 1]), x)
+    with pytest.raises(ValueError, match=r"expected k \* 12 values \(k >= 1 samples of shape \[4, 3, 1\]\), got 13"):
+        as_samples(np.arange(13.0), (4, 3, 1))
+    with pytest.raises(
+        ValueError, match=r"expected an array of shape \(k, 4, 3, 1\) with k >= 1, got shape \(2, 3, 4, 1\)"
+    ):
+        as_samples(x.reshape(2, 3, 4, 1), (4, 3, 1))

@@ -10,7 +10,15 @@ from ros_tensorflow.settings import PARAMETERS, Settings
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1]
 README = PACKAGE.parent / "README.md"
-TYPE_NAMES = {"int > 0": "int", "int >= 0": "int", ">= 0": "double", "str": "string", "bool": "bool"}
+TYPE_NAMES = {
+    "int > 0": "int",
+    "int >= 0": "int",
+    ">= 0": "double",
+    "str": "string",
+    "bool": "bool",
+    "list of int > 0": "list",
+    "list of str": "list",
+}
 
 
 def test_config_default_yaml_holds_every_parameter_with_its_default():

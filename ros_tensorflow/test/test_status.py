@@ -49,6 +49,9 @@ def test_model_status_is_ok_warn_while_dropping_and_error_after_a_fallback(tmp_p
         "inputs_rejected",
         "samples_stored",
         "samples_rejected",
+        "images_received",
+        "images_rejected",
+        "images_dropped",
         "serving",
     }
 

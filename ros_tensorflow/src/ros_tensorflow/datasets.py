@@ -1,14 +1,17 @@
 """Datasets a train goal can name: built-in, recorded, or a file under the data folder."""
 
+import math
 import pathlib
 import warnings
 import zipfile
 
 import numpy as np
 
-from ros_tensorflow.samples import as_labelled_samples, numeric_array
+from ros_tensorflow.samples import as_labelled_samples, numeric_array, shape_of
 
 SAMPLE_TYPE = "ros_tensorflow_msgs/Sample"
+IMAGE_SAMPLE_TYPE = "ros_tensorflow_msgs/ImageSample"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 BAG_HEADER = b"#ROSBAG V2.0\n"
 
 
@@ -33,22 +36,31 @@ class Datasets:
     """Resolves a goal's dataset name to (x, y).
 
     `synthetic` and `recorded` are built in; any other name is a .npz, .csv or
-    .bag file inside data_dir. Names that resolve outside data_dir are refused.
+    .bag file, or a folder of images with one sub-folder per class, inside data_dir. Names that
+    resolve outside data_dir are refused.
     """
 
-    def __init__(self, data_dir, input_dim, output_dim, sample_store=None, bag_topic="samples"):
+    def __init__(self, data_dir, input_shape, output_dim, sample_store=None, bag_topic="samples", input_scale=0.0):
+        """input_shape: the model's sample shape (an int: input_dim); input_scale: for images (~input_scale)."""
         self.data_dir = pathlib.Path(data_dir).resolve()
-        self.input_dim = input_dim
+        self.input_shape = shape_of(input_shape)
+        self.input_dim = math.prod(self.input_shape)  # values per sample
         self.output_dim = output_dim
         self.sample_store = sample_store
         self.bag_topic = bag_topic
+        self.input_scale = input_scale
+        self.class_names = None  # set by loading an image folder: its sub-folders' names
 
     def load(self, name):
         if name == "synthetic":
+            if len(self.input_shape) != 1:
+                raise DatasetError(f"dataset 'synthetic' is for samples of rank 1, not shape {list(self.input_shape)}")
             return make_synthetic(input_dim=self.input_dim, output_dim=self.output_dim)
         if name == "recorded":
             return self._recorded()
         path = self._resolve(name)
+        if path.is_dir():
+            return self._image_folder(path)
         loader = {".npz": self._npz, ".csv": self._csv, ".bag": self._bag}.get(path.suffix)
         if loader is None:
             raise DatasetError(
@@ -59,7 +71,7 @@ class Datasets:
             raise DatasetError(f"dataset file {path} not found")
         try:
             x, y = loader(path)
-            return as_labelled_samples(x, y, self.input_dim, self.output_dim)
+            return as_labelled_samples(x, y, self.input_shape, self.output_dim)
         except DatasetError:
             raise
         except Exception as error:  # noqa: BLE001 - any unreadable file must become one clear message
@@ -75,7 +87,7 @@ class Datasets:
         if self.sample_store is None or len(self.sample_store) == 0:
             raise DatasetError("dataset 'recorded' is empty: publish Sample messages on ~samples first")
         try:
-            return self.sample_store.load(self.input_dim)
+            return self.sample_store.load(self.input_shape)
         except ValueError as error:
             raise DatasetError(str(error)) from error
 
@@ -105,6 +117,11 @@ class Datasets:
             raise DatasetError(
                 f"dataset file {path} is not a text CSV file: byte {error.start} is not UTF-8 text"
             ) from error
+        if len(self.input_shape) != 1:
+            raise DatasetError(
+                f"dataset file {path}: .csv holds samples of rank 1 only, the model takes shape"
+                f" {list(self.input_shape)} (use a .npz, a .bag or an image folder)"
+            )
         if table.size == 0:
             raise DatasetError(f"dataset file {path} has no data rows (expected {self.input_dim} features and a label)")
         if table.shape[1] != self.input_dim + 1:
@@ -131,16 +148,62 @@ class Datasets:
                 raise DatasetError(
                     f"dataset file {path} has no Sample messages on topic {self.bag_topic} (its topics: {held})"
                 )
+            if found.msg_type == IMAGE_SAMPLE_TYPE:
+                return self._image_samples(path, bag)
             if found.msg_type != SAMPLE_TYPE:
                 raise DatasetError(
                     f"dataset file {path} holds {found.msg_type} messages on topic {self.bag_topic},"
-                    f" expected {SAMPLE_TYPE}"
+                    f" expected {SAMPLE_TYPE} or {IMAGE_SAMPLE_TYPE}"
                 )
             data, labels = [], []
             for _, msg, _ in bag.read_messages(topics=[self.bag_topic]):
-                x, y = as_labelled_samples(msg.data, msg.labels, self.input_dim, self.output_dim)
+                x, y = as_labelled_samples(msg.data, msg.labels, self.input_shape, self.output_dim)
                 data.append(x)
                 labels.append(y)
         if not data:
             raise DatasetError(f"dataset file {path} has no Sample messages on topic {self.bag_topic}")
         return np.concatenate(data), np.concatenate(labels)
+
+    def _image_samples(self, path, bag):
+        """x, y of the ImageSample messages on bag_topic, each image converted as for prediction."""
+        from ros_tensorflow.images import image_sample  # only image datasets need OpenCV
+
+        data, labels = [], []
+        for i, (_, msg, _) in enumerate(bag.read_messages(topics=[self.bag_topic])):
+            try:
+                data.append(image_sample(msg.image, self.input_shape, self.input_scale))
+            except ValueError as error:
+                raise DatasetError(f"dataset file {path}: ImageSample {i} on {self.bag_topic}: {error}") from error
+            labels.append(msg.label)
+        return np.concatenate(data), np.array(labels)
+
+    def _image_folder(self, path):
+        """x, y of <path>/<class>/<image>.png|jpg, classes in the sorted order of their folders' names (the
+        order keras.utils.image_dataset_from_directory gives them); their names become the model's."""
+        from ros_tensorflow.images import ImageError, decode_file, to_model_input
+
+        if len(self.input_shape) != 3:
+            raise DatasetError(
+                f"dataset {path} is a folder of images, the model takes samples of shape"
+                f" {list(self.input_shape)}: set ~input_shape, e.g. [28, 28, 1], for a fresh model"
+            )
+        classes = sorted(entry.name for entry in path.iterdir() if entry.is_dir())
+        if not 0 < len(classes) <= self.output_dim:
+            raise DatasetError(
+                f"dataset folder {path} has {len(classes)} class folders ({', '.join(classes) or 'none'}),"
+                f" the model has {self.output_dim} classes"
+            )
+        data, labels = [], []
+        for label, name in enumerate(classes):
+            for file in sorted((path / name).iterdir()):
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                try:
+                    data.append(to_model_input(decode_file(file), self.input_shape, self.input_scale))
+                except ImageError as error:
+                    raise DatasetError(f"dataset image {file}: {error}") from error
+                labels.append(label)
+        if not data:
+            raise DatasetError(f"dataset folder {path} holds no .png or .jpg images in {', '.join(classes)}")
+        self.class_names = classes
+        return as_labelled_samples(np.array(data), labels, self.input_shape, self.output_dim)

@@ -1,5 +1,6 @@
 """ModelWrapper: train and predict a Keras model safely from any thread."""
 
+import math
 import threading
 import time
 
@@ -8,15 +9,40 @@ import numpy as np
 import tensorflow as tf
 
 from ros_tensorflow.litert import ConverterProcess, LiteRtServing
-from ros_tensorflow.samples import as_labelled_samples, as_samples, check_validation_split
+from ros_tensorflow.samples import as_labelled_samples, as_samples, check_validation_split, shape_of
 from ros_tensorflow.tf_context import TensorFlowContext
 
+ARCHITECTURES = ("auto", "mlp", "cnn")
 
-def build_classifier(input_dim=10, output_dim=2, hidden_units=32, learning_rate=0.1):
-    """The tutorial's classifier: one hidden ReLU layer and a softmax output."""
+
+def build_classifier(input_shape=10, output_dim=2, hidden_units=32, learning_rate=0.1, architecture="auto"):
+    """A fresh classifier for samples of input_shape (an int: input_dim).
+
+    mlp, the tutorial's: one hidden ReLU layer and a softmax output (samples of rank > 1 flattened first).
+    cnn, for images (height, width, channels) of 16-128 px: two 3x3 convolutions (16 and 32 filters,
+    ReLU) each followed by 2x2 max pooling, then the same hidden layer and output. auto: cnn for rank 3.
+    """
+    shape = shape_of(input_shape)
+    if architecture == "auto":
+        architecture = "cnn" if len(shape) == 3 else "mlp"
+    if architecture == "cnn":
+        if len(shape) != 3:
+            raise ValueError(f"architecture cnn needs a sample shape (height, width, channels), got {list(shape)}")
+        features = [
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+        ]
+    elif architecture == "mlp":
+        features = [keras.layers.Flatten()] if len(shape) > 1 else []
+    else:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
     model = keras.Sequential(
         [
-            keras.Input(shape=(input_dim,)),
+            keras.Input(shape=shape),
+            *features,
             keras.layers.Dense(hidden_units, activation="relu"),
             keras.layers.Dense(output_dim, activation="softmax"),
         ]
@@ -40,7 +66,7 @@ class NotTrainableError(RuntimeError):
 class _ServingCopy:
     """A clone of the model with its own predict function, traced once for every batch size."""
 
-    def __init__(self, model, input_dim, on_trace):
+    def __init__(self, model, input_shape, on_trace):
         self.model = model
         self.lock = threading.Lock()
         self.served = 0
@@ -49,10 +75,10 @@ class _ServingCopy:
             on_trace()
             return self.model(x, training=False)
 
-        self._function = tf.function(forward).get_concrete_function(tf.TensorSpec([None, input_dim], tf.float32))
+        self._function = tf.function(forward).get_concrete_function(tf.TensorSpec([None, *input_shape], tf.float32))
         # TensorFlow sets up the first two batch shapes a function sees (~15 ms each): here, not in a prediction.
         for k in (1, 2):
-            self._function(tf.zeros([k, input_dim]))
+            self._function(tf.zeros([k, *input_shape]))
 
     def predict(self, x):
         """Call with self.lock held."""
@@ -80,6 +106,8 @@ class ModelWrapper:
         output_dim=2,
         hidden_units=32,
         learning_rate=0.1,
+        input_shape=None,
+        architecture="auto",
         serving_backend="tensorflow",
         converter=None,
         log=None,
@@ -91,19 +119,23 @@ class ModelWrapper:
         self.trainable = trainable
         self.trace_count = 0
         with self.context.scope():
-            self.model = model or build_classifier(input_dim, output_dim, hidden_units, learning_rate)
+            self.model = model or build_classifier(
+                input_shape or input_dim, output_dim, hidden_units, learning_rate, architecture
+            )
             # Plain attributes: Keras's shape properties cost a microsecond a read, on every prediction.
-            self.input_dim = int(self.model.inputs[0].shape[-1])
+            self.input_shape = tuple(int(size) for size in self.model.inputs[0].shape[1:])
+            self.input_dim = math.prod(self.input_shape)  # values per sample
             self.output_dim = int(self.model.outputs[0].shape[-1])
             if trainable and not self.model.compiled:
                 compile_classifier(self.model, learning_rate)
             serving_models = [keras.models.clone_model(self.model) for _ in range(2)] if trainable else [self.model]
-            self._copies = [_ServingCopy(m, self.input_dim, self._count_trace) for m in serving_models]
+            self._copies = [_ServingCopy(m, self.input_shape, self._count_trace) for m in serving_models]
         self._active = 0
         self._train_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self.committed_at = None
         self.commit_count = 0  # which commit predictions see: LiteRT answers only once it serves this one
+        self.class_names = []  # one per class where known: saved beside the model file and loaded with it
         self.litert = None
         self.served_by_litert = 0
         self._litert_count_lock = threading.Lock()
@@ -164,7 +196,7 @@ class ModelWrapper:
         """
         if not self.trainable:
             raise NotTrainableError("the model was loaded from a SavedModel and is served for prediction only")
-        x, y = as_labelled_samples(x, y, self.input_dim, self.output_dim)
+        x, y = as_labelled_samples(x, y, self.input_shape, self.output_dim)
         check_validation_split(len(x), validation_split)
         order = np.random.default_rng().permutation(len(x))
         commit_each_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.commit(epoch_end=True))
@@ -183,8 +215,8 @@ class ModelWrapper:
                 self.commit()
 
     def predict(self, x):
-        """Model output, shape (k, output_dim), for k samples given flat or as (k, input_dim)."""
-        return self.predict_samples(as_samples(x, self.input_dim))
+        """Model output, shape (k, output_dim), for k samples given flat or as (k, *input_shape)."""
+        return self.predict_samples(as_samples(x, self.input_shape))
 
     def predict_samples(self, x):
         """predict() for samples as_samples() has already checked (the stream checks each message on arrival)."""

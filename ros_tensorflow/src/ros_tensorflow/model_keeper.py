@@ -15,7 +15,9 @@ from ros_tensorflow.persistence import (
     backup_path,
     export_tflite,
     file_digest,
+    load_class_names,
     load_model,
+    save_class_names,
     save_model,
 )
 
@@ -34,7 +36,7 @@ class ModelKeeper:
     """
 
     def __init__(self, path, fresh_model, log=None, serving_backend="tensorflow", device=""):
-        """fresh_model: ModelWrapper keyword arguments (input_dim, output_dim, hidden_units, learning_rate);
+        """fresh_model: ModelWrapper keyword arguments (Settings.fresh_model());
         every model is served by serving_backend and built (so trained and served by TensorFlow) on device."""
         self.path = str(path)
         self._fresh_model = fresh_model
@@ -80,13 +82,18 @@ class ModelKeeper:
             wrapper = self._wrapper(model, trainable=trainable, learning_rate=self._fresh_model["learning_rate"])
         except Exception as error:  # noqa: BLE001 - e.g. a model Keras cannot clone: fall back, do not crash
             raise ModelFileError(f"cannot use the model {path}: {error}") from error
+        wrapper.class_names = load_class_names(path)
         if os.path.isfile(path):
             self._good_files.add(file_digest(path))
-        sizes = (wrapper.input_dim, wrapper.output_dim)
-        asked = (self._fresh_model["input_dim"], self._fresh_model["output_dim"])
+        sizes = (list(wrapper.input_shape), wrapper.output_dim)
+        asked = (list(self._fresh_model["input_shape"]), self._fresh_model["output_dim"])
         if sizes != asked:
             self._log.warning(
-                "model %s is %d -> %d: its sizes win over ~input_dim %d and ~output_dim %d", path, *sizes, *asked
+                "model %s takes samples of shape %s and has %d classes: its sizes win over ~input_dim/~input_shape"
+                " %s and ~output_dim %d",
+                path,
+                *sizes,
+                *asked,
             )
         if not trainable:
             self._log.warning("model %s is a SavedModel: served for prediction only, train goals are refused", path)
@@ -117,6 +124,7 @@ class ModelKeeper:
         if not self.wrapper.trainable:
             raise ModelFileError(f"the model from {self.source} is a SavedModel and is not saved")
         self._good_files.add(save_model(self.wrapper.model, self.path, self._good_files))
+        save_class_names(self.wrapper.class_names, self.path)
         self.source, self.fallback_error = self.path, None
 
     def export_tflite(self, quantization="none"):

@@ -42,6 +42,33 @@ def _replace_atomically(write, path):
         os.close(dir_fd)
 
 
+def class_names_path(model_path):
+    """<model file stem>.classes.txt beside the model: one class name per line."""
+    return pathlib.Path(model_path).with_suffix(".classes.txt")
+
+
+def save_class_names(names, model_path):
+    """Write the model's class names beside it, atomically; none: remove a file an earlier model left."""
+    path = class_names_path(model_path)
+    if not names:
+        path.unlink(missing_ok=True)
+        return
+    try:
+        _replace_atomically(lambda tmp: pathlib.Path(tmp).write_text("".join(f"{name}\n" for name in names)), path)
+    except OSError as error:
+        raise ModelFileError(f"cannot write {path}: {error}") from error
+
+
+def load_class_names(model_path):
+    """The class names saved beside a model, or [] if it has none."""
+    try:
+        return class_names_path(model_path).read_text().splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelFileError(f"cannot read {class_names_path(model_path)}: {error}") from error
+
+
 def file_digest(path):
     """SHA-256 of a file: recognises a model file this process loaded or wrote, without loading it again."""
     with open(path, "rb") as file:
@@ -169,7 +196,8 @@ def check_classifier_shape(model, path):
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelFileError(f"{path}: expected a model with one input and one output")
     in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
-    if len(in_shape) != 2 or len(out_shape) != 2 or in_shape[1] is None or out_shape[1] is None:
+    if len(in_shape) < 2 or None in in_shape[1:] or len(out_shape) != 2 or out_shape[1] is None:
         raise ModelFileError(
-            f"{path}: expected input (k, input_dim) and output (k, output_dim), got {in_shape} -> {out_shape}"
+            f"{path}: expected input (k, *sample shape), every size known, and output (k, classes),"
+            f" got {in_shape} -> {out_shape}"
         )

@@ -6,17 +6,20 @@ import warnings
 
 import actionlib
 import diagnostic_updater
+import numpy as np
 import rospkg
 import rospy
 from diagnostic_msgs.msg import DiagnosticArray
 from dynamic_reconfigure.server import Server as ReconfigureServer
-from ros_tensorflow_msgs.msg import Prediction, Sample, TrainAction, TrainFeedback, TrainResult
-from ros_tensorflow_msgs.srv import Predict, PredictResponse
+from ros_tensorflow_msgs.msg import ImageSample, Prediction, Sample, TrainAction, TrainFeedback, TrainResult
+from ros_tensorflow_msgs.srv import Predict, PredictImage, PredictImageResponse, PredictResponse
 from rospy.numpy_msg import numpy_msg
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger, TriggerResponse
 
 from ros_tensorflow.cfg import RosTensorflowConfig
+from ros_tensorflow.images import ImageError, annotated, decode_message, image_sample
 from ros_tensorflow.model_keeper import ModelBusyError, ModelKeeper
 from ros_tensorflow.persistence import ModelFileError
 from ros_tensorflow.sample_store import SampleStore
@@ -44,10 +47,22 @@ def _publisher(name, msg_class, queue_size):
         return rospy.Publisher(name, msg_class, queue_size=None)
 
 
-def _prediction_fields(rows):
-    """The classes, confidences and output fields shared by Predict's response and Prediction."""
+IMAGE_BUFFER_BYTES = 2**26  # rospy's read buffer: a few 4K RGB frames at a time
+
+
+def _prediction_fields(rows, class_names):
+    """The classes, confidences, output and labels fields shared by Predict's, PredictImage's response and
+    Prediction."""
     classes, confidences, outputs = zip(*rows, strict=True)
-    return {"classes": classes, "confidences": confidences, "output": [value for row in outputs for value in row]}
+    labels = [class_names[c] if c < len(class_names) else "" for c in classes]
+    output = [value for row in outputs for value in row]
+    return {"classes": classes, "confidences": confidences, "output": output, "labels": labels}
+
+
+def _sizes(wrapper):
+    """'10 -> 2' for the tutorial's model, '[28, 28, 1] -> 10' for images."""
+    shape = wrapper.input_shape
+    return f"{shape[0] if len(shape) == 1 else list(shape)} -> {wrapper.output_dim}"
 
 
 def _filled(status, level, message, values):
@@ -94,24 +109,27 @@ class RosInterface:
         )
 
         self._prediction_pub = _publisher("~prediction", Prediction, self.settings.publish_queue_size)
-        self._prediction = Prediction()
-        self._batcher = MicroBatcher(
-            lambda x: prediction_rows(self.keeper.wrapper.predict_samples(x)),
-            self._publish_prediction,
-            max_batch=self.settings.max_batch,
-            queue_size=self.settings.queue_size,
-            on_error=lambda error: rospy.logerr_throttle(5, f"prediction of ~input failed: {error}"),
-        )
-        rospy.on_shutdown(self._batcher.close)
+        self._annotated_pub = rospy.Publisher("~image_annotated", Image, queue_size=1)
+        self._batcher = self._stream_batcher("~input", self.settings.queue_size, self._publish_prediction)
+        self._image_batcher = self._stream_batcher("~image", self.settings.image_queue_size, self._deliver_image)
         rospy.on_shutdown(self.keeper.close)
-        self.counters = Counters(lambda: self._batcher.dropped)
+        self.counters = Counters(lambda: self._batcher.dropped, lambda: self._image_batcher.dropped)
         self._subscribers = [
             rospy.Subscriber("~input", numpy_msg(Float64MultiArray), self._handle_input, queue_size=None),
             rospy.Subscriber("~samples", Sample, self._handle_samples, queue_size=None),
+            # Every frame is read and converted; only our queue drops (the oldest), so every drop is counted.
+            rospy.Subscriber("~image", Image, self._handle_image, queue_size=None, buff_size=IMAGE_BUFFER_BYTES),
+            rospy.Subscriber(
+                "~image/compressed", CompressedImage, self._handle_image, queue_size=None, buff_size=IMAGE_BUFFER_BYTES
+            ),
+            rospy.Subscriber(
+                "~image_samples", ImageSample, self._handle_image_sample, queue_size=None, buff_size=IMAGE_BUFFER_BYTES
+            ),
         ]
         self._start_diagnostics()
         self._services = [
             rospy.Service("predict", Predict, self._handle_predict),
+            rospy.Service("predict_image", PredictImage, self._handle_predict_image),
             rospy.Service("~save", Trigger, self._handle_save),
             rospy.Service("~reload", Trigger, self._handle_reload),
             rospy.Service("~clear_samples", Trigger, self._handle_clear_samples),
@@ -121,7 +139,7 @@ class RosInterface:
             "train", TrainAction, execute_cb=self._execute_train, auto_start=False
         )
         self._train_server.start()
-        sizes = f"{self.keeper.wrapper.input_dim} -> {self.keeper.wrapper.output_dim}"
+        sizes = _sizes(self.keeper.wrapper)
         rospy.loginfo(
             f"ros_tensorflow ready: action {rospy.resolve_name('train')}, service {rospy.resolve_name('predict')},"
             f" model {self.keeper.source} ({sizes}), data in {data_dir}"
@@ -142,20 +160,89 @@ class RosInterface:
         except ModelFileError as error:
             return TriggerResponse(False, f"{error}; the current model stays")
         rospy.loginfo("reloaded the model from %s", self.keeper.path)
-        return TriggerResponse(True, f"reloaded {self.keeper.path} ({wrapper.input_dim} -> {wrapper.output_dim})")
+        return TriggerResponse(True, f"reloaded {self.keeper.path} ({_sizes(wrapper)})")
+
+    def _stream_batcher(self, topic, queue_size, deliver):
+        """A MicroBatcher from topic to deliver(prediction, tag, rows); each has its own Prediction to fill in."""
+        prediction = Prediction()
+        batcher = MicroBatcher(
+            lambda x: prediction_rows(self.keeper.wrapper.predict_samples(x)),
+            lambda tag, rows: deliver(prediction, tag, rows),
+            max_batch=self.settings.max_batch,
+            queue_size=queue_size,
+            on_error=lambda error: rospy.logerr_throttle(5, f"prediction of {topic} failed: {error}"),
+        )
+        rospy.on_shutdown(batcher.close)
+        return batcher
+
+    def _class_names(self):
+        """The model's own (saved with it, or from an image folder it trained on), else ~class_names."""
+        return self.keeper.wrapper.class_names or self.settings.class_names
 
     def _handle_predict(self, request):
         try:
-            fields = _prediction_fields(prediction_rows(self.keeper.wrapper.predict(request.data)))
+            fields = _prediction_fields(prediction_rows(self.keeper.wrapper.predict(request.data)), self._class_names())
         except ValueError as error:
             raise rospy.ServiceException(str(error)) from None
         return PredictResponse(i_class=fields["classes"][0], confidence=fields["confidences"][0], **fields)
+
+    def _handle_predict_image(self, request):
+        if not request.images:
+            raise rospy.ServiceException("no images: send one or more sensor_msgs/Image")
+        wrapper = self.keeper.wrapper
+        samples = []
+        for i, image in enumerate(request.images):
+            try:
+                samples.append(image_sample(image, wrapper.input_shape, self.settings.input_scale))
+            except ImageError as error:
+                raise rospy.ServiceException(f"image {i}: {error}") from None
+        try:
+            rows = prediction_rows(wrapper.predict_samples(np.concatenate(samples)))
+        except ValueError as error:
+            raise rospy.ServiceException(str(error)) from None
+        return PredictImageResponse(**_prediction_fields(rows, self._class_names()))
+
+    def _handle_image(self, msg):
+        """~image and ~image/compressed: the prediction carries the image's header, unchanged."""
+        self.counters.images_received += 1
+        try:
+            frame = decode_message(msg)
+            sample = image_sample(frame, self.keeper.wrapper.input_shape, self.settings.input_scale)
+        except ImageError as error:
+            self.counters.images_rejected += 1
+            rospy.logwarn_throttle(5, f"dropped an image that cannot be used: {error}")
+            return
+        watched = self._annotated_pub.get_num_connections() > 0  # drawn only while someone looks
+        self._image_batcher.submit((msg.header, frame if watched else None), sample)
+
+    def _deliver_image(self, prediction, header_and_frame, rows):
+        header, frame = header_and_frame
+        self._publish_prediction(prediction, header, rows)
+        if frame is not None:
+            class_index, confidence, _ = rows[0]
+            names = self._class_names()
+            name = names[class_index] if class_index < len(names) else f"class {class_index}"
+            drawn = annotated(frame, f"{name} {confidence:.2f}")
+            msg = Image(header=header, height=drawn.shape[0], width=drawn.shape[1], encoding="rgb8")
+            msg.step, msg.data = drawn.strides[0], drawn.tobytes()
+            self._annotated_pub.publish(msg)
+
+    def _handle_image_sample(self, msg):
+        wrapper = self.keeper.wrapper
+        try:
+            sample = image_sample(msg.image, wrapper.input_shape, self.settings.input_scale)
+            x, y = as_labelled_samples(sample, [msg.label], wrapper.input_shape, wrapper.output_dim)
+        except ValueError as error:
+            self.counters.samples_rejected += 1
+            rospy.logwarn_throttle(5, f"rejected a ~image_samples message: {error}")
+            return
+        self.sample_store.append(x, y)
 
     def _handle_input(self, msg):
         received = rospy.Time.now()
         self.counters.inputs_received += 1
         try:
-            samples = as_samples(msg.data, self.keeper.wrapper.input_dim)
+            samples = as_samples(msg.data, self.keeper.wrapper.input_shape)
         except ValueError as error:
             self.counters.inputs_rejected += 1
             rospy.logwarn_throttle(5, f"dropped a malformed ~input message: {error}")
@@ -163,24 +250,27 @@ class RosInterface:
         if self._batcher.submit(received, samples):
             rospy.logwarn_throttle(5, f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
 
-    def _publish_prediction(self, received, rows):
-        """On the batcher's one thread; one message reused (publish serialises it at once): building a
+    def _publish_prediction(self, prediction, stamp_or_header, rows):
+        """On a batcher's one thread, with that batcher's message (publish serialises it at once): building a
         Prediction with its Header and Time costs more than filling one in."""
-        prediction = self._prediction
-        fields = _prediction_fields(rows)
-        prediction.classes, prediction.confidences, prediction.output = (
+        fields = _prediction_fields(rows, self._class_names())
+        prediction.classes, prediction.confidences, prediction.output, prediction.labels = (
             fields["classes"],
             fields["confidences"],
             fields["output"],
+            fields["labels"],
         )
-        prediction.header.stamp = received
+        if isinstance(stamp_or_header, rospy.Time):  # ~input: when it was received
+            prediction.header.stamp, prediction.header.frame_id = stamp_or_header, ""
+        else:  # an image's header, stamp and frame_id unchanged
+            prediction.header.stamp, prediction.header.frame_id = stamp_or_header.stamp, stamp_or_header.frame_id
         self._prediction_pub.publish(prediction)
         self.counters.predictions_published += 1
 
     def _handle_samples(self, msg):
         wrapper = self.keeper.wrapper
         try:
-            x, y = as_labelled_samples(msg.data, msg.labels, wrapper.input_dim, wrapper.output_dim)
+            x, y = as_labelled_samples(msg.data, msg.labels, wrapper.input_shape, wrapper.output_dim)
         except ValueError as error:
             self.counters.samples_rejected += 1
             rospy.logwarn_throttle(5, f"rejected a ~samples message: {error}")
@@ -229,6 +319,7 @@ class RosInterface:
         if settings.learning_rate != self.settings.learning_rate:
             self.trainer.learning_rate = settings.learning_rate
         self._batcher.max_batch, self._batcher.queue_size = settings.max_batch, settings.queue_size
+        self._image_batcher.max_batch, self._image_batcher.queue_size = settings.max_batch, settings.image_queue_size
         changed = {k: v for k, v in settings.as_dict().items() if v != getattr(self.settings, k)}
         self.settings = settings
         if changed:

@@ -1,10 +1,13 @@
 """SampleStore: labelled samples recorded by the robot, kept in SQLite."""
 
+import math
 import os
 import sqlite3
 import threading
 
 import numpy as np
+
+from ros_tensorflow.samples import shape_of
 
 
 class SampleStore:
@@ -23,6 +26,9 @@ class SampleStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, data BLOB NOT NULL, label INTEGER NOT NULL)"
         )
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(samples)")]
+        if "shape" not in columns:  # stores made before samples had shapes: NULL, a flat row of its length
+            self._db.execute("ALTER TABLE samples ADD COLUMN shape TEXT")
         self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
 
     @classmethod
@@ -38,22 +44,32 @@ class SampleStore:
         return self._count
 
     def append(self, x, labels):
-        """Store the rows of x (k, input_dim) with their k labels, all or none."""
-        rows = [(np.asarray(row, np.float64).tobytes(), int(label)) for row, label in zip(x, labels, strict=True)]
+        """Store the samples of x (k, *shape) with their k labels, all or none."""
+        shape = ",".join(str(size) for size in np.shape(x)[1:])
+        rows = [
+            (np.asarray(sample, np.float64).tobytes(), int(label), shape)
+            for sample, label in zip(x, labels, strict=True)
+        ]
         with self._lock:
             with self._db:  # one transaction
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT INTO samples (data, label) VALUES (?, ?)", rows)
+                self._db.executemany("INSERT INTO samples (data, label, shape) VALUES (?, ?, ?)", rows)
             self._count += len(rows)
 
-    def load(self, input_dim):
-        """All samples as (x, y); ValueError if some were recorded with another input_dim."""
+    def load(self, input_shape):
+        """All samples as (x, y); ValueError, naming both shapes, if some were recorded under another shape."""
+        wanted = shape_of(input_shape)
         with self._lock:
-            rows = self._db.execute("SELECT data, label FROM samples ORDER BY id").fetchall()
-        x = [np.frombuffer(data, np.float64) for data, _ in rows]
-        if any(len(row) != input_dim for row in x):
-            raise ValueError(f"{self.path} holds samples whose size is not input_dim {input_dim}")
-        return np.array(x).reshape(-1, input_dim), np.array([label for _, label in rows], dtype=np.int64)
+            rows = self._db.execute("SELECT data, label, shape FROM samples ORDER BY id").fetchall()
+        x = [np.frombuffer(data, np.float64) for data, _, _ in rows]
+        for sample, (_, _, shape) in zip(x, rows, strict=True):
+            recorded = tuple(int(size) for size in shape.split(",")) if shape else (len(sample),)
+            if recorded != wanted or len(sample) != math.prod(wanted):
+                raise ValueError(
+                    f"{self.path} holds samples of shape {list(recorded)}, recorded for another model:"
+                    f" this one takes {list(wanted)} (clear them with ~clear_samples)"
+                )
+        return np.array(x).reshape(-1, *wanted), np.array([label for _, label, _ in rows], dtype=np.int64)
 
     def clear(self):
         with self._lock:

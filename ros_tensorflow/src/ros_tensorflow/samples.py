@@ -3,6 +3,8 @@
 Clients, dataset loaders and the ROS layer use these without loading TensorFlow.
 """
 
+import math
+
 import numpy as np
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -20,21 +22,36 @@ def numeric_array(data, what):
     return array
 
 
-def as_samples(data, input_dim):
-    """Flat or 2-D input as a (k, input_dim) float array with k >= 1; ValueError says what was expected.
+def shape_of(input_shape):
+    """A sample's shape as a tuple: an int n (input_dim) means (n,)."""
+    if isinstance(input_shape, (int, np.integer)):
+        return (int(input_shape),)
+    return tuple(int(size) for size in input_shape)
+
+
+def describe_shape(shape):
+    return f"input_dim {shape[0]}" if len(shape) == 1 else f"shape {list(shape)}"
+
+
+def as_samples(data, input_shape):
+    """Flat (row-major) or (k, *input_shape) input as a (k, *input_shape) float array with k >= 1;
+    ValueError says what was expected. input_shape: an int (input_dim) or a shape.
 
     Values must be finite in float32, the model's dtype: 1e39 is finite in float64
     but Inf to the model, and would come back as NaN answers.
     """
+    shape = shape_of(input_shape)
+    size = math.prod(shape)
     if type(data) is not np.ndarray or data.dtype != np.float64:  # a numpy_msg's data is already one
         data = np.asarray(numeric_array(data, "input values"), dtype=np.float64)
     x = data
     if x.ndim == 1:
-        if x.size == 0 or x.size % input_dim:
-            raise ValueError(f"expected k * {input_dim} values (k >= 1 samples of input_dim {input_dim}), got {x.size}")
-        x = x.reshape(-1, input_dim)
-    elif x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != input_dim:
-        raise ValueError(f"expected an array of shape (k, {input_dim}) with k >= 1, got shape {x.shape}")
+        if x.size == 0 or x.size % size:
+            raise ValueError(f"expected k * {size} values (k >= 1 samples of {describe_shape(shape)}), got {x.size}")
+        x = x.reshape(-1, *shape)
+    elif x.shape[0] == 0 or x.shape[1:] != shape:
+        dims = ", ".join(str(size) for size in shape)
+        raise ValueError(f"expected an array of shape (k, {dims}) with k >= 1, got shape {x.shape}")
     if not (np.abs(x) <= FLOAT32_MAX).all():  # one pass: NaN compares false, so it fails this too
         if not np.isfinite(x).all():
             raise ValueError("data contains NaN or Inf")
@@ -42,9 +59,9 @@ def as_samples(data, input_dim):
     return x
 
 
-def as_labelled_samples(data, labels, input_dim, output_dim):
+def as_labelled_samples(data, labels, input_shape, output_dim):
     """(x, y) checked as a whole: ValueError says what is wrong, so nothing partial is used."""
-    x = as_samples(data, input_dim)
+    x = as_samples(data, input_shape)
     y = numeric_array(labels, "labels")
     if y.shape != (len(x),):
         raise ValueError(f"expected labels of shape ({len(x)},), one per sample, got shape {y.shape}")

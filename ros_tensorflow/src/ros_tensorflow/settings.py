@@ -10,7 +10,7 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Parameter:
     default: object
-    rule: str  # 'int > 0', 'int >= 0', '>= 0' (a number), 'str', 'bool', or 'one of: a, b'
+    rule: str  # 'int > 0', 'int >= 0', '>= 0' (a number), 'str', 'bool', 'list of int > 0' or 'one of: a, b'
     description: str
     reconfigurable: bool = False  # may change while the node runs (dynamic_reconfigure)
 
@@ -19,12 +19,21 @@ PARAMETERS = {
     "input_dim": Parameter(10, "int > 0", "values per sample of a fresh model"),
     "output_dim": Parameter(2, "int > 0", "classes of a fresh model"),
     "hidden_units": Parameter(32, "int > 0", "units of a fresh model's hidden layer"),
+    "input_shape": Parameter([], "list of int > 0", "a fresh model's sample shape, e.g. [28, 28, 1]; []: [input_dim]"),
+    "architecture": Parameter(
+        "auto", "one of: auto, mlp, cnn", "a fresh model's layers; auto: cnn for rank 3, else mlp"
+    ),
     "learning_rate": Parameter(0.1, ">= 0", "SGD learning rate; set while running: of every goal from then on", True),
     "batch_size": Parameter(32, "int > 0", "used when a goal's batch_size is 0", True),
     "dataset": Parameter("synthetic", "str", "used when a goal's dataset is ''"),
     "loop_rate": Parameter(1.0, ">= 0", "Hz of the main-loop prediction demo; 0: off", True),
     "max_batch": Parameter(256, "int > 0", "most samples per model call on the ~input stream", True),
     "queue_size": Parameter(100, "int > 0", "~input messages waiting; beyond it the oldest are dropped", True),
+    "image_queue_size": Parameter(
+        1, "int > 0", "~image frames waiting while the model is busy; older are dropped", True
+    ),
+    "input_scale": Parameter(0.0, ">= 0", "image values are multiplied by it; 0: 1/255 for 8-bit, 1/65535 for 16-bit"),
+    "class_names": Parameter([], "list of str", "one name per class, for the labels of predictions"),
     "publish_queue_size": Parameter(0, "int >= 0", "~prediction publisher's rospy queue_size; 0: synchronous"),
     "data_dir": Parameter("", "str", "'': $ROS_HOME/ros_tensorflow"),
     "model_path": Parameter("", "str", "'': <data_dir>/model.keras"),
@@ -42,6 +51,10 @@ PARAMETERS = {
 def _obeys(value, rule):
     if rule.startswith("one of: "):
         return value in rule.removeprefix("one of: ").split(", ")
+    if rule == "list of str":
+        return isinstance(value, list) and all(isinstance(name, str) for name in value)
+    if rule == "list of int > 0":
+        return isinstance(value, list) and all(_obeys(size, "int > 0") for size in value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     is_number = is_int or isinstance(value, float)
     return {
@@ -81,7 +94,8 @@ class Settings:
 
     def fresh_model(self):
         """ModelWrapper's arguments for a model built afresh."""
-        return {name: getattr(self, name) for name in ("input_dim", "output_dim", "hidden_units", "learning_rate")}
+        fresh = {name: getattr(self, name) for name in ("output_dim", "hidden_units", "learning_rate", "architecture")}
+        return {**fresh, "input_shape": list(self.input_shape) or [self.input_dim]}
 
     def as_dict(self):
         return {name: getattr(self, name) for name in PARAMETERS}

@@ -9,10 +9,11 @@ OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 class Counters:
     """Messages counted so far, and the stream's counts over the last window (between two statuses)."""
 
-    def __init__(self, inputs_dropped=lambda: 0):
-        """inputs_dropped() is the count of inputs dropped so far (the MicroBatcher's)."""
+    def __init__(self, inputs_dropped=lambda: 0, images_dropped=lambda: 0):
+        """inputs_dropped() and images_dropped() count what was dropped so far (their MicroBatchers')."""
         self.inputs_received = self.inputs_rejected = self.predictions_published = self.samples_rejected = 0
-        self.inputs_dropped = inputs_dropped
+        self.images_received = self.images_rejected = 0
+        self.inputs_dropped, self.images_dropped = inputs_dropped, images_dropped
         self._window_start = self._totals()
         self.last_window = {"received": 0, "published": 0, "dropped": 0, "seconds": 0.0}
 
@@ -50,6 +51,9 @@ def model_status(keeper, trainer, counters, samples_stored):
         "inputs_rejected": str(counters.inputs_rejected),
         "samples_stored": str(samples_stored),
         "samples_rejected": str(counters.samples_rejected),
+        "images_received": str(counters.images_received),
+        "images_rejected": str(counters.images_rejected),
+        "images_dropped": str(counters.images_dropped()),
         "serving": keeper.wrapper.serving,
     }
     litert = keeper.wrapper.litert

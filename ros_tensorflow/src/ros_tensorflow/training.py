@@ -78,10 +78,17 @@ class Trainer:
                     error += ": it cannot train"
                 if error is None:
                     datasets = Datasets(
-                        self.data_dir, wrapper.input_dim, wrapper.output_dim, self.sample_store, self.bag_topic
+                        self.data_dir,
+                        wrapper.input_shape,
+                        wrapper.output_dim,
+                        self.sample_store,
+                        self.bag_topic,
+                        settings.input_scale,
                     )
                     x, y = datasets.load(request.dataset or settings.dataset)
                     check_validation_split(len(x), request.validation_split)
+                    if datasets.class_names:  # an image folder names its classes
+                        wrapper.class_names = datasets.class_names
             except ValueError as dataset_error:  # DatasetError, or a split the data cannot fill
                 error = str(dataset_error)
             if error is not None:
