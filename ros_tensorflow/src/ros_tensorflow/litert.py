@@ -210,7 +210,7 @@ class LiteRtServing:
         return model if served_commit == commit else None
 
     def wait_until_serving(self, commit, timeout):
-        """For tests and start-up: True once commit is served by LiteRT (False if it cannot be)."""
+        """True once commit is served by LiteRT, False if it cannot be or timeout passes (tests; the export)."""
         deadline = time.monotonic() + timeout
         while self.serving_commit != commit and self.failed is None and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -219,10 +219,8 @@ class RosInterface:
         header, frame = header_and_frame
         self._publish_prediction(prediction, header, rows)
         if frame is not None:
-            class_index, confidence, _ = rows[0]
-            names = self._class_names()
-            name = names[class_index] if class_index < len(names) else f"class {class_index}"
-            drawn = annotated(frame, f"{name} {confidence:.2f}")
+            name = prediction.labels[0] or f"class {prediction.classes[0]}"  # just filled in for this frame
+            drawn = annotated(frame, f"{name} {prediction.confidences[0]:.2f}")
             msg = Image(header=header, height=drawn.shape[0], width=drawn.shape[1], encoding="rgb8")
             msg.step, msg.data = drawn.strides[0], drawn.tobytes()
             self._annotated_pub.publish(msg)
