@@ -25,6 +25,8 @@ KEEP = DIGITS.target < 4
 FRAMES = np.array([cv2.resize((d * 255 / 16).astype(np.uint8), (16, 16)) for d in DIGITS.images[KEEP]])
 LABELS = DIGITS.target[KEEP]
 TRAIN, HELD_OUT = slice(0, 600), slice(600, 720)
+# Training is not seeded: 100+ frames a class and 20 epochs gave 0.86-0.96 held-out accuracy in 40 runs
+# of the same training outside the node; 40 frames and 10 epochs gave 0.45-0.93, and failed CI once.
 
 
 def image(frame, encoding="mono8", stamp=0, frame_id="camera"):
@@ -52,7 +54,7 @@ def test_a_cnn_learns_from_labelled_frames_and_classifies_held_out_frames_keepin
     diagnostics.wait_until(lambda s: s["samples_stored"] == "600", "600 frames stored")
     samples.unregister()
 
-    client.send_goal(TrainGoal(epochs=10, dataset="recorded"))
+    client.send_goal(TrainGoal(epochs=20, dataset="recorded"))
     assert client.wait_for_result(rospy.Duration(300))
     assert client.get_state() == GoalStatus.SUCCEEDED, client.get_goal_status_text()
 
@@ -151,20 +153,20 @@ def test_training_on_an_image_folder_names_the_classes_and_a_restart_keeps_them(
     for digit, name in enumerate(CLASS_NAMES):
         folder = tmp_path / "data" / "digits" / name
         folder.mkdir(parents=True)
-        for i in np.flatnonzero(LABELS == digit)[:40]:
+        for i in np.flatnonzero(LABELS[TRAIN] == digit)[:100]:
             cv2.imwrite(str(folder / f"{i}.png"), FRAMES[i])
     config = tmp_path / "config.yaml"
     config.write_text("input_shape: [16, 16, 1]\noutput_dim: 4\n")
     node, client = launch_node(config=config)
-    client.send_goal(TrainGoal(epochs=10, dataset="digits"))
+    client.send_goal(TrainGoal(epochs=20, dataset="digits"))
     assert client.wait_for_result(rospy.Duration(300))
     assert client.get_state() == GoalStatus.SUCCEEDED, client.get_goal_status_text()
     predict_image = rospy.ServiceProxy("/predict_image", PredictImage)
-    frames = [image(FRAMES[i]) for i in range(HELD_OUT.start, HELD_OUT.start + 20)]
+    frames = [image(FRAMES[i]) for i in range(HELD_OUT.start, HELD_OUT.stop)]
     before = predict_image(frames)
     sorted_names = sorted(CLASS_NAMES)  # classes in the order of their folders' names
     assert list(before.labels) == [sorted_names[c] for c in before.classes]
-    assert np.mean([label == CLASS_NAMES[d] for label, d in zip(before.labels, LABELS[600:620], strict=True)]) > 0.6
+    assert np.mean([label == CLASS_NAMES[d] for label, d in zip(before.labels, LABELS[HELD_OUT], strict=True)]) > 0.6
 
     node.stop()
     launch_node(config=config)  # the same data_dir: the saved model and its class names
