@@ -42,6 +42,14 @@ def _replace_atomically(write, path):
         os.close(dir_fd)
 
 
+def _write_file(path, data):
+    """Write bytes to path atomically (as models are); ModelFileError says why not."""
+    try:
+        _replace_atomically(lambda tmp: pathlib.Path(tmp).write_bytes(data), path)
+    except OSError as error:
+        raise ModelFileError(f"cannot write {path}: {error}") from error
+
+
 def class_names_path(model_path):
     """<model file stem>.classes.txt beside the model: one class name per line."""
     return pathlib.Path(model_path).with_suffix(".classes.txt")
@@ -53,16 +61,13 @@ def save_class_names(names, model_path):
     if not names:
         path.unlink(missing_ok=True)
         return
-    try:
-        _replace_atomically(lambda tmp: pathlib.Path(tmp).write_text("".join(f"{name}\n" for name in names)), path)
-    except OSError as error:
-        raise ModelFileError(f"cannot write {path}: {error}") from error
+    _write_file(path, "".join(f"{name}\n" for name in names).encode())
 
 
 def load_class_names(model_path):
     """The class names saved beside a model, or [] if it has none."""
     try:
-        return class_names_path(model_path).read_text().splitlines()
+        return class_names_path(model_path).read_text(encoding="utf-8").splitlines()
     except (FileNotFoundError, NotADirectoryError):
         return []
     except (OSError, UnicodeDecodeError) as error:
@@ -98,10 +103,7 @@ def save_model(model, path, known_good=()):
 def export_tflite(flatbuffer, model_path):
     """Write flatbuffer as <model file stem>.tflite beside the model file, atomically; returns its path."""
     path = pathlib.Path(model_path).with_suffix(".tflite")
-    try:
-        _replace_atomically(lambda tmp: pathlib.Path(tmp).write_bytes(flatbuffer), path)
-    except OSError as error:
-        raise ModelFileError(f"cannot write {path}: {error}") from error
+    _write_file(path, flatbuffer)
     return str(path)
 
 
