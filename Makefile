@@ -23,7 +23,7 @@ IN_WORKSPACE := set +u && source $(ROOT)/devel/setup.bash &&
 PACKAGE_FILES := $(shell find ros_tensorflow ros_tensorflow_msgs -name '*.txt' -o -name '*.xml' -o -name '*.msg' \
 	-o -name '*.srv' -o -name '*.action' -o -name 'setup.py' -o -path '*/nodes/*' -o -path '*/env-hooks/*' -o -name '*.cfg')
 
-.PHONY: deps build run test lint bench clean
+.PHONY: deps build run test lint bench stress clean
 
 deps: .stamps/apt .stamps/venv
 
@@ -67,6 +67,10 @@ test: build lint
 bench: build
 	$(IN_WORKSPACE) PYTHONPATH=$(ROOT)/ros_tensorflow/test:$$PYTHONPATH TF_CPP_MIN_LOG_LEVEL=2 \
 		$(PYTHON) ros_tensorflow/bench/bench.py
+
+stress: build
+	$(IN_WORKSPACE) PYTHONPATH=$(ROOT)/ros_tensorflow/test:$$PYTHONPATH TF_CPP_MIN_LOG_LEVEL=2 \
+		$(PYTHON) ros_tensorflow/bench/stress.py $(SCENARIOS)
 
 clean:
 	rm -rf build devel install .stamps src/CMakeLists.txt

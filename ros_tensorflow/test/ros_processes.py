@@ -37,6 +37,19 @@ def wait_for(condition, timeout, what):
         time.sleep(0.02)
 
 
+def node_sends_to(*subscribers, node="/ros_tensorflow"):
+    """Whether the node publishes to each of our subscribers yet. Ours counts a connection once the node's
+    header arrives, but the node adds it to its publisher only after sending that header: a message the
+    node publishes in between is not sent to us."""
+    if not all(subscriber.get_num_connections() for subscriber in subscribers):
+        return False
+    api = rosnode.get_api_uri(rosgraph.Master("/tests"), node, skip_cache=True)
+    bus = xmlrpc.client.ServerProxy(api).getBusInfo("/tests")[2]
+    me = rospy.get_name()
+    to_us = {topic for _, destination, direction, _, topic, *_ in bus if destination == me and direction == "o"}
+    return all(subscriber.resolved_name in to_us for subscriber in subscribers)
+
+
 def node_pid(name):
     """The process id of a running node, asked through its XML-RPC API."""
     api = rosnode.get_api_uri(rosgraph.Master("/tests"), name, skip_cache=True)  # a relaunched node has a new URI
@@ -47,17 +60,31 @@ class Master:
     """A roscore of our own on a free port; sets ROS_MASTER_URI and ROS_HOME for this process and its children."""
 
     def __init__(self, ros_home):
-        port = free_port()
-        os.environ["ROS_MASTER_URI"] = f"http://127.0.0.1:{port}"
+        self.port = free_port()
+        os.environ["ROS_MASTER_URI"] = f"http://127.0.0.1:{self.port}"
         os.environ["ROS_HOME"] = str(ros_home)
         os.environ.setdefault("ROS_HOSTNAME", "127.0.0.1")
+        self.start()
+
+    def start(self):
         self.process = subprocess.Popen(
-            ["roscore", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            ["roscore", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_for(rosgraph.is_master_online, 60, "roscore")
 
     def stop(self):
         stop_process_group(self.process)
+
+    def restart(self):
+        """A new roscore on the same port, knowing nothing of the nodes, as after a crash of the old one."""
+        # rosmaster itself: roscore starts it in a session of its own
+        os.kill(rosgraph.Master("/tests").getPid(), signal.SIGKILL)
+        stop_process_group(self.process)
+        wait_for(lambda: not rosgraph.is_master_online(), 30, "the old roscore to be gone")
+        self.start()
 
 
 def stop_process_group(process, timeout=30):

@@ -11,7 +11,7 @@ import pytest
 import rospy
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
-from ros_processes import Diagnostics, stop_process_group
+from ros_processes import Diagnostics, node_sends_to, stop_process_group
 from ros_tensorflow_msgs.msg import ImageSample, Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import PredictImage
 from sensor_msgs.msg import CompressedImage, Image
@@ -61,7 +61,7 @@ def test_a_cnn_learns_from_labelled_frames_and_classifies_held_out_frames_keepin
     predictions = []
     sub = rospy.Subscriber("/ros_tensorflow/prediction", Prediction, predictions.append)
     pub = rospy.Publisher("/ros_tensorflow/image", Image, queue_size=1000)
-    wait_for(lambda: pub.get_num_connections() and sub.get_num_connections(), 30, "the node's ~image")
+    wait_for(lambda: pub.get_num_connections() and node_sends_to(sub), 30, "the node's ~image")
     held_out = range(HELD_OUT.start, HELD_OUT.stop)
     for i in held_out:
         pub.publish(image(FRAMES[i], stamp=i))
@@ -88,7 +88,7 @@ def test_bad_images_are_dropped_counted_and_refused_and_the_node_goes_on(camera_
     predictions = []
     sub = rospy.Subscriber("/ros_tensorflow/prediction", Prediction, predictions.append)
     wait_for(lambda: raw.get_num_connections() and compressed.get_num_connections(), 30, "the node's topics")
-    wait_for(lambda: sub.get_num_connections(), 30, "~prediction")
+    wait_for(lambda: node_sends_to(sub), 30, "~prediction")
     bad = [
         Image(height=16, width=16, encoding="yuv422", step=32, data=bytes(512)),
         Image(height=16, width=16, encoding="mono8", step=16, data=bytes(100)),
@@ -118,7 +118,7 @@ def test_with_an_image_queue_of_one_the_newest_frame_wins_and_every_drop_is_coun
     predictions = []
     sub = rospy.Subscriber("/ros_tensorflow/prediction", Prediction, predictions.append)
     pub = rospy.Publisher("/ros_tensorflow/image", Image, queue_size=1000)
-    wait_for(lambda: pub.get_num_connections() and sub.get_num_connections(), 30, "the node's ~image")
+    wait_for(lambda: pub.get_num_connections() and node_sends_to(sub), 30, "the node's ~image")
     for i in range(300):
         pub.publish(image(FRAMES[i % 100], stamp=i))
     status = diagnostics.wait_until(
@@ -178,11 +178,11 @@ def test_the_annotated_frame_is_drawn_only_while_watched_and_keeps_the_header(ca
     predictions, drawn = [], []
     sub = rospy.Subscriber("/ros_tensorflow/prediction", Prediction, predictions.append)
     pub = rospy.Publisher("/ros_tensorflow/image", Image, queue_size=10)
-    wait_for(lambda: pub.get_num_connections() and sub.get_num_connections(), 30, "the node's ~image")
+    wait_for(lambda: pub.get_num_connections() and node_sends_to(sub), 30, "the node's ~image")
     pub.publish(image(FRAMES[0], stamp=1))
     wait_for(lambda: len(predictions) == 1, 30, "a prediction")
     viewer = rospy.Subscriber("/ros_tensorflow/image_annotated", Image, drawn.append)
-    wait_for(lambda: viewer.get_num_connections(), 30, "~image_annotated")
+    wait_for(lambda: node_sends_to(viewer), 30, "~image_annotated")
     pub.publish(image(FRAMES[1], stamp=2))
     wait_for(lambda: len(drawn) == 1, 30, "an annotated frame")
     assert len(predictions) == 2 and drawn[0].header.stamp == rospy.Time(1002) and drawn[0].header.frame_id == "camera"

@@ -1,5 +1,7 @@
 """Datasets: built-in, recorded and file datasets, and every way a file can be wrong."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -62,6 +64,8 @@ def test_bad_dataset_files_give_one_clear_error(datasets, tmp_path):
         "sub/../../x.npz": "outside the data folder",
         "missing.npz": "missing.npz not found",
         "data.txt": "unknown dataset 'data.txt'",
+        "a" * 5000 + ".npz": r"dataset 'a{80}\.\.\. \(5004 characters\)' cannot be a file: File name too long",
+        "\x00.npz": "cannot be a file: embedded null byte",
         write_bytes(tmp_path / "trunc.npz", (tmp_path / "good.npz").read_bytes()[:200]): "trunc.npz is not a readable",
         write_bytes(tmp_path / "junk.csv", b"1,2,3\nfoo,bar\n"): "junk.csv cannot be used",
         write_bytes(tmp_path / "junk.bag", b"not a bag"): "junk.bag is not a rosbag file",
@@ -151,3 +155,34 @@ def test_a_bag_of_image_samples_loads_as_prediction_sees_them(tmp_path):
     np.testing.assert_allclose(x[2, :, :, 0], frame / 255)
     with pytest.raises(DatasetError, match=r"frames.bag: ImageSample 3 on /ros_tensorflow/samples: unknown encoding"):
         loader.load("frames.bag")
+
+
+def test_names_that_leave_the_data_folder_or_name_no_regular_file_are_refused_without_being_opened(datasets, tmp_path):
+    """A FIFO would block the reader forever and /dev/zero never ends: reaching the end of this test proves
+    neither was opened."""
+    os.mkfifo(tmp_path / "fifo.npz")
+    (tmp_path / "passwd.csv").symlink_to("/etc/passwd")
+    (tmp_path / "zero.npz").symlink_to("/dev/zero")
+    (tmp_path / "up").symlink_to(tmp_path.parent)
+    images = tmp_path / "frames" / "cat"
+    images.mkdir(parents=True)
+    os.mkfifo(images / "0.png")
+    linked = tmp_path / "linked" / "cat"
+    linked.mkdir(parents=True)
+    (linked / "0.png").symlink_to("/dev/zero")
+    cases = {
+        "fifo.npz": "fifo.npz is not a regular file",
+        "passwd.csv": "outside the data folder",
+        "zero.npz": "outside the data folder",
+        "/dev/zero": "outside the data folder",
+        "up/elsewhere.npz": "outside the data folder",
+        "../../../../../../../../etc/shadow.csv": "outside the data folder",
+    }
+    for name, reason in cases.items():
+        with pytest.raises(DatasetError, match=reason):
+            datasets.load(name)
+    image_datasets = Datasets(tmp_path, [16, 16, 1], 2)
+    with pytest.raises(DatasetError, match="0.png is not a regular file"):
+        image_datasets.load("frames")
+    with pytest.raises(DatasetError, match="outside the data folder"):
+        image_datasets.load("linked")

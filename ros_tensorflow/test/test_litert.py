@@ -1,11 +1,13 @@
 """LiteRT serving: conversion, per-size interpreters, coalescing and fallback, on real TensorFlow and LiteRT."""
 
 import os
+import subprocess
 
 import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from ros_processes import wait_for
 
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.litert import ConverterProcess, LiteRtModel, to_tflite
@@ -134,3 +136,24 @@ def test_litert_answers_as_the_keras_cnn_for_images(k, converter):
     assert wrapper.litert.wait_until_serving(wrapper.commit_count, 120), wrapper.litert.failed
     x = np.random.default_rng(k).random((k, 24, 24, 3))
     np.testing.assert_allclose(wrapper.predict(x), wrapper.model(x.astype(np.float32)).numpy(), atol=1e-5)
+
+
+class _FirstChildHangs(ConverterProcess):
+    """Its first child never answers (a converter stuck or about to be killed); later ones are real."""
+
+    def _start(self):
+        if self._process is None:
+            return subprocess.Popen(["sleep", "600"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        return super()._start()
+
+
+def test_a_converter_killed_mid_conversion_is_started_again_and_the_commit_converted(caplog):
+    converter = _FirstChildHangs()
+    wrapper = ModelWrapper(serving_backend="litert", converter=converter)
+    wait_for(lambda: converter._process is not None, 60, "the first converter child")
+    converter._process.kill()  # SIGKILL, as the kernel's OOM killer or a user would
+    assert wrapper.litert.wait_until_serving(wrapper.commit_count, 120), wrapper.litert.failed
+    assert "the converter process ended" in caplog.text and "converting commit 1 again in a new one" in caplog.text
+    np.testing.assert_allclose(wrapper.predict(X[:5]), wrapper.model(X[:5].astype(np.float32)).numpy(), atol=1e-5)
+    wrapper.close()
+    converter.close()

@@ -102,3 +102,33 @@ def test_class_names_are_saved_beside_the_model_and_come_back_with_it(tmp_path):
     keeper.wrapper.class_names = []
     keeper.save()
     assert not (tmp_path / "model.classes.txt").exists(), "names of another model must not stay"
+
+
+def test_models_replaced_while_they_wait_for_the_converter_are_not_converted_and_go(tmp_path):
+    """Reloads in a row: each replaced model let go at once (it held its weights and, once converted, its
+    interpreters: memory grew with every reload while their conversions queued)."""
+    keeper = ModelKeeper(tmp_path / "model.keras", Settings().fresh_model(), serving_backend="litert")
+    keeper.write()
+    replaced = []
+    for _ in range(6):
+        replaced.append(keeper.wrapper.litert)
+        keeper.reload()
+    assert keeper.wrapper.litert.wait_until_serving(keeper.wrapper.commit_count, 120)
+    for litert in replaced:
+        litert._thread.join(120)
+        assert not litert._thread.is_alive()
+    assert sum(litert.conversions for litert in replaced) < len(replaced), "some were skipped"
+    keeper.close()
+
+
+def test_an_export_waiting_for_its_conversion_ends_when_the_keeper_closes(tmp_path, caplog):
+    """Closing (the node shutting down) gives up the conversion the export waits for, and the export with it:
+    Python joins the export thread at exit, and a node that waited 120 s for it was killed by roslaunch."""
+    keeper = ModelKeeper(tmp_path / "model.keras", Settings().fresh_model(), serving_backend="litert")
+    keeper.wrapper.commit()  # commit 2: its conversion waits behind commit 1's
+    export = keeper.export_tflite()
+    keeper.close()
+    with pytest.raises(ModelFileError, match="the converter process was closed"):
+        export.result(30)
+    assert "the model is saved but not exported to TFLite" in caplog.text
+    assert not (tmp_path / "model.tflite").exists()

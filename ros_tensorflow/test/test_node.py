@@ -9,7 +9,7 @@ import pytest
 import rospy
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
-from ros_processes import LaunchedNode
+from ros_processes import LaunchedNode, node_sends_to
 from ros_tensorflow_msgs.msg import TrainAction, TrainActionFeedback, TrainActionResult, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 
@@ -168,7 +168,7 @@ def test_tutorial_rostopic_pub_goal_then_cancel(node):
         rospy.Subscriber("/train/result", TrainActionResult, results.append),
         rospy.Subscriber("/train/feedback", TrainActionFeedback, feedbacks.append),
     ]
-    wait_for(lambda: all(s.get_num_connections() for s in subscribers), 30, "the action topics")
+    wait_for(lambda: node_sends_to(*subscribers), 30, "the action topics")
     run("rostopic pub -1 /train/goal ros_tensorflow_msgs/TrainActionGoal '{goal: {epochs: 2}}'")
     wait_for(lambda: results, 120, "the result of the published goal")
     assert results[0].status.status == GoalStatus.SUCCEEDED and results[0].result.epochs_completed == 2

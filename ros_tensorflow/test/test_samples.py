@@ -7,7 +7,14 @@ import sys
 import numpy as np
 import pytest
 
-from ros_tensorflow.samples import as_labelled_samples, as_samples, check_validation_split, prediction_rows
+from ros_tensorflow.samples import (
+    MEMORY_BYTES,
+    as_labelled_samples,
+    as_samples,
+    check_validation_split,
+    prediction_rows,
+    request_limit,
+)
 
 
 @pytest.mark.parametrize(
@@ -96,3 +103,13 @@ def test_samples_of_any_shape_come_flat_row_major_or_shaped():
         ValueError, match=r"expected an array of shape \(k, 4, 3, 1\) with k >= 1, got shape \(2, 3, 4, 1\)"
     ):
         as_samples(x.reshape(2, 3, 4, 1), (4, 3, 1))
+
+
+def test_a_request_above_the_limit_is_refused_and_the_default_limit_follows_memory_and_sample_size():
+    with pytest.raises(ValueError, match=r"5 samples in one request, more than ~max_request_samples allows \(4\)"):
+        as_samples(np.zeros(50), 10, max_samples=4)
+    assert as_samples(np.zeros(40), 10, max_samples=4).shape == (4, 10)
+    assert request_limit(7, [96, 96, 3]) == 7
+    assert request_limit(0, 10) == MEMORY_BYTES // 4096 // 80
+    assert request_limit(0, [96, 96, 3]) == MEMORY_BYTES // 4096 // (8 * 96 * 96 * 3)
+    assert request_limit(0, [10**9]) == 1, "never below one sample"

@@ -53,6 +53,8 @@ def test_model_status_is_ok_warn_while_dropping_and_error_after_a_fallback(tmp_p
         "images_rejected",
         "images_dropped",
         "serving",
+        "inputs_received",
+        "predictions_published",
     }
 
     dropped[0] = 3

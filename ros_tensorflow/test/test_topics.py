@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import rospy
 from conftest import wait_for
-from ros_processes import Diagnostics
+from ros_processes import Diagnostics, node_sends_to
 from ros_tensorflow_msgs.msg import Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_msgs.msg import Float64MultiArray
@@ -19,7 +19,7 @@ class Stream:
         self.predictions = []
         self.sub = rospy.Subscriber("/ros_tensorflow/prediction", Prediction, self.predictions.append)
         self.pub = rospy.Publisher("/ros_tensorflow/input", Float64MultiArray, queue_size=1000)
-        wait_for(lambda: self.pub.get_num_connections() and self.sub.get_num_connections(), 30, "the node's topics")
+        wait_for(lambda: self.pub.get_num_connections() and node_sends_to(self.sub), 30, "the node's topics")
 
     def send(self, data):
         self.pub.publish(Float64MultiArray(data=list(data)))

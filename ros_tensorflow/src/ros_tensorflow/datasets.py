@@ -32,6 +32,12 @@ def make_synthetic(n_samples=1000, input_dim=10, output_dim=2, n_draws=20, seed=
     return x, y
 
 
+def _shortened(name, limit=80):
+    """A name fit for a message: hostile names can be thousands of characters long."""
+    name = str(name)
+    return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
+
+
 class Datasets:
     """Resolves a goal's dataset name to (x, y).
 
@@ -59,7 +65,11 @@ class Datasets:
         if name == "recorded":
             return self._recorded()
         path = self._resolve(name)
-        if path.is_dir():
+        try:
+            is_folder = path.is_dir()
+        except OSError as error:  # a name longer than the file system allows
+            raise DatasetError(f"dataset '{_shortened(name)}' cannot be a file: {error.strerror}") from None
+        if is_folder:
             return self._image_folder(path)
         loader = {".npz": self._npz, ".csv": self._csv, ".bag": self._bag}.get(path.suffix)
         if loader is None:
@@ -67,8 +77,10 @@ class Datasets:
                 f"unknown dataset '{name}' (known: synthetic, recorded, or a .npz, .csv or .bag file"
                 f" in {self.data_dir})"
             )
-        if not path.is_file():
+        if not path.exists():
             raise DatasetError(f"dataset file {path} not found")
+        if not path.is_file():  # a FIFO would block the reader, a device would never end: neither is opened
+            raise DatasetError(f"dataset {path} is not a regular file")
         try:
             x, y = loader(path)
             return as_labelled_samples(x, y, self.input_shape, self.output_dim)
@@ -78,9 +90,13 @@ class Datasets:
             raise DatasetError(f"dataset file {path} cannot be used: {error}") from error
 
     def _resolve(self, name):
-        path = (self.data_dir / name).resolve()
+        """The path of name with every symlink followed; DatasetError, before anything is opened, outside data_dir."""
+        try:
+            path = (self.data_dir / name).resolve()
+        except (OSError, ValueError) as error:  # a NUL byte, a symlink loop
+            raise DatasetError(f"dataset '{_shortened(name)}' cannot be a file: {error}") from None
         if not path.is_relative_to(self.data_dir):
-            raise DatasetError(f"dataset '{name}' is outside the data folder {self.data_dir}")
+            raise DatasetError(f"dataset '{_shortened(name)}' is outside the data folder {self.data_dir}")
         return path
 
     def _recorded(self):
@@ -198,6 +214,9 @@ class Datasets:
             for file in sorted((path / name).iterdir()):
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
+                file = self._resolve(file)
+                if not file.is_file():
+                    raise DatasetError(f"dataset image {file} is not a regular file")
                 try:
                     data.append(to_model_input(decode_file(file), self.input_shape, self.input_scale))
                 except ImageError as error:

@@ -4,6 +4,7 @@ A call of LiteRT's interpreter costs microseconds where a compiled tf.function c
 hundred: TensorFlow's per-call overhead, not the model, dominated a prediction.
 """
 
+import gc
 import logging
 import os
 import pathlib
@@ -22,6 +23,10 @@ LARGEST_BATCH = 256  # interpreters are kept for 1, 2, 4 ... 256 samples; more a
 
 class ConversionError(RuntimeError):
     """The model cannot be converted to TFLite; says why in a line."""
+
+
+class ConverterDied(ConversionError):
+    """The converter process ended mid-conversion (killed, out of memory): the model may well convert."""
 
 
 def short_reason(error):
@@ -55,11 +60,17 @@ class ConverterProcess:
     def __init__(self):
         self._lock = threading.Lock()
         self._process = None
+        self._closed = False
 
-    def convert(self, architecture, weights, quantization="none"):
+    def convert(self, architecture, weights, quantization="none", still_wanted=lambda: True):
         """(flatbuffer, seconds the conversion took) of the model whose to_json() is architecture, with weights;
-        ConversionError if it cannot be converted."""
+        ConversionError if it cannot be converted. None if still_wanted() is false once the converter is free:
+        models replaced while they waited (reloads in a row) are not converted for nothing."""
         with self._lock:
+            if not still_wanted():
+                return None
+            if self._closed:  # the node is shutting down: no new child
+                raise ConverterDied("the converter process was closed")
             if self._process is None or self._process.poll() is not None:
                 self._process = self._start()
             process = self._process
@@ -69,7 +80,8 @@ class ConverterProcess:
                 ok, payload, seconds = pickle.load(process.stdout)
             except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
                 process.kill()
-                raise ConversionError(f"the converter process ended ({short_reason(error)})") from error
+                process.wait()  # else the next call may find it not yet ended, and write to it
+                raise ConverterDied(f"the converter process ended ({short_reason(error)})") from error
         if not ok:
             raise ConversionError(payload)
         return payload, seconds
@@ -90,6 +102,7 @@ class ConverterProcess:
 
     def close(self):
         """End the child at the end of its input; not waiting for a conversion that runs (shutdown comes first)."""
+        self._closed = True
         process, self._process = self._process, None
         if process is not None:
             process.stdin.close()
@@ -105,6 +118,8 @@ def _serve_conversions():
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the converter prints its progress: not into the replies
     import keras
+
+    from ros_tensorflow.tf_context import free_released_memory
 
     architecture, model = None, None
     while True:
@@ -122,6 +137,11 @@ def _serve_conversions():
             architecture, reply = None, (False, short_reason(error))
         pickle.dump((*reply, time.monotonic() - started), replies)
         replies.flush()
+        # Each conversion leaves cycles (traced functions, the converter's graphs): free them now. What lives after
+        # the first (TensorFlow and the converter's modules) is frozen, so these collections stay cheap.
+        free_released_memory()
+        if not gc.get_freeze_count():
+            gc.freeze()
 
 
 class LiteRtModel:
@@ -173,6 +193,7 @@ class LiteRtServing:
     """
 
     PAUSE_AFTER_CONVERSION = 9  # x the last conversion's duration, before converting an epoch's commit
+    CONVERTER_DEATHS = 3  # in a row, converting one commit: then TensorFlow serves this model
 
     def __init__(self, architecture, converter, log=None):
         """architecture: the model's to_json(); converter: a ConverterProcess, shared by the models of a node."""
@@ -210,9 +231,12 @@ class LiteRtServing:
         return model if served_commit == commit else None
 
     def wait_until_serving(self, commit, timeout):
-        """True once commit is served by LiteRT, False if it cannot be or timeout passes (tests; the export)."""
+        """True once commit is served by LiteRT; False if it cannot be, the model was replaced or the node shuts
+        down first (close()), or timeout passes (tests; the export)."""
         deadline = time.monotonic() + timeout
-        while self.serving_commit != commit and self.failed is None and time.monotonic() < deadline:
+        while self.serving_commit != commit and self.failed is None and not self._closed:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.01)
         return self.serving_commit == commit
 
@@ -236,17 +260,34 @@ class LiteRtServing:
             return None
 
     def _run(self):
+        deaths = 0  # of the converter in a row: one that always dies (out of memory) is given up on
         while (pending := self._next_commit()) is not None:
             commit, weights, committed_at, _ = pending
             try:
-                flatbuffer, conversion_seconds = self._converter.convert(self._architecture, weights)
+                converted = self._converter.convert(self._architecture, weights, still_wanted=lambda: not self._closed)
+                if converted is None:
+                    return
+                flatbuffer, conversion_seconds = converted
                 model = LiteRtModel(flatbuffer)
+            except ConverterDied as error:
+                if self._closed:  # the node is shutting down: the converter went first
+                    return
+                deaths += 1
+                if deaths < self.CONVERTER_DEATHS:
+                    self._log.warning("%s: converting commit %d again in a new one", error, commit)
+                    with self._wakeup:
+                        self._pending = self._pending or pending  # unless a newer commit waits
+                    continue
+                self.failed = str(error)
+                self._log.warning("this model cannot be served by LiteRT (%s): TensorFlow serves it", self.failed)
+                return
             except (RuntimeError, ValueError) as error:  # ConversionError, or LiteRT cannot allocate the model
                 self.failed = str(error) if isinstance(error, ConversionError) else short_reason(error)
                 self._log.warning("this model cannot be served by LiteRT (%s): TensorFlow serves it", self.failed)
                 return
             self._served = (commit, model, flatbuffer)
             self.conversions += 1
+            deaths = 0
             now = time.monotonic()
             self.conversion_seconds, self.commit_to_serving_seconds = conversion_seconds, now - committed_at
             self._resume_at = now + self.PAUSE_AFTER_CONVERSION * self.conversion_seconds

@@ -20,6 +20,7 @@ from ros_tensorflow.persistence import (
     save_class_names,
     save_model,
 )
+from ros_tensorflow.tf_context import free_released_memory
 
 
 class ModelBusyError(RuntimeError):
@@ -112,7 +113,10 @@ class ModelKeeper:
     def training(self):
         """Hold the model for one training (waiting for one that runs); yields the wrapper to train."""
         with self._training_lock:
-            yield self.wrapper
+            try:
+                yield self.wrapper
+            finally:
+                free_released_memory()
 
     def save(self):
         """Save now; ModelBusyError while a training holds the model, ModelFileError if it cannot be saved."""
@@ -171,4 +175,6 @@ class ModelKeeper:
             self._served_by_earlier_models += self.wrapper.predictions_served
             previous, self.wrapper, self.source, self.fallback_error = self.wrapper, wrapper, self.path, None
             previous.close()
+            del previous
+            free_released_memory()
         return wrapper

@@ -12,7 +12,7 @@ import rospy
 from diagnostic_msgs.msg import DiagnosticArray
 from dynamic_reconfigure.server import Server as ReconfigureServer
 from ros_tensorflow_msgs.msg import ImageSample, Prediction, Sample, TrainAction, TrainFeedback, TrainResult
-from ros_tensorflow_msgs.srv import Predict, PredictImage, PredictImageResponse, PredictResponse
+from ros_tensorflow_msgs.srv import Predict, PredictImage, PredictImageResponse, PredictRequest, PredictResponse
 from rospy.numpy_msg import numpy_msg
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
@@ -20,16 +20,18 @@ from std_srvs.srv import Trigger, TriggerResponse
 
 from ros_tensorflow.cfg import RosTensorflowConfig
 from ros_tensorflow.images import ImageError, annotated, decode_message, image_sample
+from ros_tensorflow.master_watch import MasterWatch
 from ros_tensorflow.model_keeper import ModelBusyError, ModelKeeper
 from ros_tensorflow.persistence import ModelFileError
-from ros_tensorflow.sample_store import SampleStore
-from ros_tensorflow.samples import as_labelled_samples, as_samples, prediction_rows
+from ros_tensorflow.sample_store import SampleStore, StoreError
+from ros_tensorflow.samples import as_labelled_samples, as_samples, prediction_rows, request_limit
 from ros_tensorflow.settings import PARAMETERS, Settings
 from ros_tensorflow.status import Counters, model_status, stream_status
 from ros_tensorflow.streaming import MicroBatcher
 from ros_tensorflow.tf_context import configure_devices
 from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, Trainer, TrainingRequest
 
+LOCKED = "is refused: ~allow_training is false (this model is locked against changes over ROS)"
 RECONFIGURABLE = [name for name, parameter in PARAMETERS.items() if parameter.reconfigurable]
 
 
@@ -45,6 +47,14 @@ def _publisher(name, msg_class, queue_size):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)  # rospy's nudge towards queue_size: chosen deliberately
         return rospy.Publisher(name, msg_class, queue_size=None)
+
+
+class _NumpyPredict:
+    """Predict, its request's data read as one numpy array: rospy would make a Python float of every value
+    (a request of 3 million values left the node ~600 MB larger, Python's allocator keeping the memory)."""
+
+    _type, _md5sum = Predict._type, Predict._md5sum
+    _request_class, _response_class = numpy_msg(PredictRequest), PredictResponse
 
 
 IMAGE_BUFFER_BYTES = 2**26  # rospy's read buffer: a few 4K RGB frames at a time
@@ -95,9 +105,11 @@ class RosInterface:
             raise ValueError(f"parameter {_resolved('device')}: {error}") from error
         data_dir = self.settings.data_dir or os.path.join(rospkg.get_ros_home(), "ros_tensorflow")
         try:
-            sample_store = SampleStore.open_in(data_dir)
+            sample_store, moved_aside = SampleStore.open_in(data_dir)
         except ValueError as error:
             raise ValueError(f"parameter ~data_dir: {error}") from error
+        if moved_aside:
+            rospy.logerr("%s", moved_aside)
         log = logging.getLogger("rosout")  # rospy's logger: to the console and /rosout
         model_path = self.settings.model_path or os.path.join(data_dir, "model.keras")
         self.keeper = ModelKeeper(
@@ -116,7 +128,7 @@ class RosInterface:
         self.counters = Counters(lambda: self._batcher.dropped, lambda: self._image_batcher.dropped)
         self._subscribers = [
             rospy.Subscriber("~input", numpy_msg(Float64MultiArray), self._handle_input, queue_size=None),
-            rospy.Subscriber("~samples", Sample, self._handle_samples, queue_size=None),
+            rospy.Subscriber("~samples", numpy_msg(Sample), self._handle_samples, queue_size=None),
             # Every frame is read and converted; only our queue drops (the oldest), so every drop is counted.
             rospy.Subscriber("~image", Image, self._handle_image, queue_size=None, buff_size=IMAGE_BUFFER_BYTES),
             rospy.Subscriber(
@@ -128,7 +140,7 @@ class RosInterface:
         ]
         self._start_diagnostics()
         self._services = [
-            rospy.Service("predict", Predict, self._handle_predict),
+            rospy.Service("predict", _NumpyPredict, self._handle_predict),
             rospy.Service("predict_image", PredictImage, self._handle_predict_image),
             rospy.Service("~save", Trigger, self._handle_save),
             rospy.Service("~reload", Trigger, self._handle_reload),
@@ -139,11 +151,16 @@ class RosInterface:
             "train", TrainAction, execute_cb=self._execute_train, auto_start=False
         )
         self._train_server.start()
+        self._master_watch = MasterWatch(on_return=self._set_parameters)
         sizes = _sizes(self.keeper.wrapper)
         rospy.loginfo(
             f"ros_tensorflow ready: action {rospy.resolve_name('train')}, service {rospy.resolve_name('predict')},"
             f" model {self.keeper.source} ({sizes}), data in {data_dir}"
         )
+
+    def _set_parameters(self):
+        """The values in force, for a master that restarted without them."""
+        rospy.set_param("~", self.settings.as_dict())
 
     def _handle_save(self, _request):
         try:
@@ -153,6 +170,8 @@ class RosInterface:
         return TriggerResponse(True, f"saved to {self.keeper.path}")
 
     def _handle_reload(self, _request):
+        if not self.settings.allow_training:
+            return TriggerResponse(False, f"reload {LOCKED}")
         try:
             wrapper = self.keeper.reload()
         except ModelBusyError as error:
@@ -179,9 +198,14 @@ class RosInterface:
         """The model's own (saved with it, or from an image folder it trained on), else ~class_names."""
         return self.keeper.wrapper.class_names or self.settings.class_names
 
+    def _request_limit(self, wrapper):
+        return request_limit(self.settings.max_request_samples, wrapper.input_shape)
+
     def _handle_predict(self, request):
+        wrapper = self.keeper.wrapper
         try:
-            fields = _prediction_fields(prediction_rows(self.keeper.wrapper.predict(request.data)), self._class_names())
+            samples = as_samples(request.data, wrapper.input_shape, self._request_limit(wrapper))
+            fields = _prediction_fields(prediction_rows(wrapper.predict_samples(samples)), self._class_names())
         except ValueError as error:
             raise rospy.ServiceException(str(error)) from None
         return PredictResponse(i_class=fields["classes"][0], confidence=fields["confidences"][0], **fields)
@@ -190,6 +214,11 @@ class RosInterface:
         if not request.images:
             raise rospy.ServiceException("no images: send one or more sensor_msgs/Image")
         wrapper = self.keeper.wrapper
+        if len(request.images) > self._request_limit(wrapper):
+            raise rospy.ServiceException(
+                f"{len(request.images)} images in one request, more than ~max_request_samples allows"
+                f" ({self._request_limit(wrapper)})"
+            )
         samples = []
         for i, image in enumerate(request.images):
             try:
@@ -226,6 +255,8 @@ class RosInterface:
             self._annotated_pub.publish(msg)
 
     def _handle_image_sample(self, msg):
+        if self._refuse_recording("~image_samples"):
+            return
         wrapper = self.keeper.wrapper
         try:
             sample = image_sample(msg.image, wrapper.input_shape, self.settings.input_scale)
@@ -234,13 +265,14 @@ class RosInterface:
             self.counters.samples_rejected += 1
             rospy.logwarn_throttle(5, f"rejected a ~image_samples message: {error}")
             return
-        self.sample_store.append(x, y)
+        self._record(x, y, "~image_samples")
 
     def _handle_input(self, msg):
         received = rospy.Time.now()
         self.counters.inputs_received += 1
+        wrapper = self.keeper.wrapper
         try:
-            samples = as_samples(msg.data, self.keeper.wrapper.input_shape)
+            samples = as_samples(msg.data, wrapper.input_shape, self._request_limit(wrapper))
         except ValueError as error:
             self.counters.inputs_rejected += 1
             rospy.logwarn_throttle(5, f"dropped a malformed ~input message: {error}")
@@ -265,22 +297,47 @@ class RosInterface:
         self._prediction_pub.publish(prediction)
         self.counters.predictions_published += 1
 
+    def _refuse_recording(self, topic):
+        if self.settings.allow_training:
+            return False
+        self.counters.samples_rejected += 1
+        rospy.logwarn_throttle(5, f"rejected a {topic} message: recording {LOCKED}")
+        return True
+
     def _handle_samples(self, msg):
+        if self._refuse_recording("~samples"):
+            return
         wrapper = self.keeper.wrapper
         try:
-            x, y = as_labelled_samples(msg.data, msg.labels, wrapper.input_shape, wrapper.output_dim)
+            x, y = as_labelled_samples(
+                msg.data, msg.labels, wrapper.input_shape, wrapper.output_dim, self._request_limit(wrapper)
+            )
         except ValueError as error:
             self.counters.samples_rejected += 1
             rospy.logwarn_throttle(5, f"rejected a ~samples message: {error}")
             return
-        self.sample_store.append(x, y)
+        self._record(x, y, "~samples")
+
+    def _record(self, x, y, topic):
+        """Store the samples, or count and report a store that cannot take them (a full disk): it stays whole."""
+        try:
+            self.sample_store.append(x, y)
+        except StoreError as error:
+            self.counters.samples_rejected += len(x)
+            rospy.logerr_throttle(5, f"could not record a {topic} message: {error}")
 
     def _handle_clear_samples(self, _request):
+        if not self.settings.allow_training:
+            return TriggerResponse(False, f"clearing samples {LOCKED}")
         count = len(self.sample_store)
         self.sample_store.clear()
         return TriggerResponse(True, f"cleared {count} samples")
 
     def _execute_train(self, goal):
+        if not self.settings.allow_training:
+            rospy.logwarn("train goal refused: ~allow_training is false")
+            self._train_server.set_aborted(TrainResult(message=f"training {LOCKED}"), f"training {LOCKED}")
+            return
         outcome = self.trainer.run(
             TrainingRequest(goal.epochs, goal.batch_size, goal.validation_split, goal.dataset),
             self.settings,
@@ -308,6 +365,8 @@ class RosInterface:
 
     def _reconfigure(self, config, _level):
         """dynamic_reconfigure: apply the changes if every value keeps its rule, else refuse them all."""
+        for unknown in set(config) - {*RECONFIGURABLE, "groups"}:  # dynamic_reconfigure would keep and publish
+            del config[unknown]  # any name sent, for good: a client sending new names would grow the node
         try:
             settings = self.settings.replace(_resolved, **{name: config[name] for name in RECONFIGURABLE})
         except ValueError as error:

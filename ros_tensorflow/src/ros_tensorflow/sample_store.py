@@ -4,10 +4,17 @@ import math
 import os
 import sqlite3
 import threading
+import time
 
 import numpy as np
 
 from ros_tensorflow.samples import shape_of
+
+COLUMNS = {"id", "data", "label", "shape"}
+
+
+class StoreError(ValueError):
+    """The store cannot take or give samples (a full disk, a corrupt file); the message says why."""
 
 
 class SampleStore:
@@ -19,9 +26,18 @@ class SampleStore:
     """
 
     def __init__(self, path):
+        """StoreError if the file is not a sample store: not SQLite, damaged, or another program's database."""
         self.path = str(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._check()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise StoreError(f"{self.path} is not a readable SQLite database ({error})") from error
+        except StoreError:
+            self._db.close()
+            raise
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, data BLOB NOT NULL, label INTEGER NOT NULL)"
@@ -31,12 +47,30 @@ class SampleStore:
             self._db.execute("ALTER TABLE samples ADD COLUMN shape TEXT")
         self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
 
+    def _check(self):
+        if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise StoreError(f"{self.path} is damaged (SQLite's quick_check fails)")
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+        if tables - {"samples"} or not columns <= COLUMNS:
+            raise StoreError(f"{self.path} is another program's database (tables {sorted(tables)}), not a sample store")
+
     @classmethod
     def open_in(cls, data_dir):
-        """The store <data_dir>/samples.sqlite, the folder made if needed; ValueError if it cannot be used."""
+        """(store, note): the store <data_dir>/samples.sqlite, the folder made if needed; ValueError if it cannot
+        be used. A file that is not a sample store is moved aside, never deleted, and the store starts empty;
+        note says so (else None)."""
+        path = os.path.join(data_dir, "samples.sqlite")
         try:
             os.makedirs(data_dir, exist_ok=True)
-            return cls(os.path.join(data_dir, "samples.sqlite"))
+            try:
+                return cls(path), None
+            except StoreError as error:
+                aside = f"{path}.unusable-{time.strftime('%Y%m%d-%H%M%S')}"
+                for suffix in ("", "-wal", "-shm"):  # SQLite's journal files belong to the file they journal
+                    if os.path.exists(path + suffix):
+                        os.replace(path + suffix, aside + suffix)
+                return cls(path), f"{error}: moved it to {aside} and started with no recorded samples"
         except (OSError, sqlite3.Error) as error:
             raise ValueError(f"{data_dir} is not usable: {error}") from error
 
@@ -51,9 +85,12 @@ class SampleStore:
             for sample, label in zip(x, labels, strict=True)
         ]
         with self._lock:
-            with self._db:  # one transaction
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT INTO samples (data, label, shape) VALUES (?, ?, ?)", rows)
+            try:
+                with self._db:  # one transaction
+                    self._db.execute("BEGIN")
+                    self._db.executemany("INSERT INTO samples (data, label, shape) VALUES (?, ?, ?)", rows)
+            except sqlite3.Error as error:  # e.g. a full disk: the transaction is rolled back, the store stays whole
+                raise StoreError(f"cannot store {len(rows)} samples in {self.path}: {error}") from error
             self._count += len(rows)
 
     def load(self, input_shape):

@@ -4,10 +4,12 @@ Clients, dataset loaders and the ROS layer use these without loading TensorFlow.
 """
 
 import math
+import os
 
 import numpy as np
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+MEMORY_BYTES = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 _KIND_NAMES = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "dates", "m": "times"}
@@ -33,9 +35,17 @@ def describe_shape(shape):
     return f"input_dim {shape[0]}" if len(shape) == 1 else f"shape {list(shape)}"
 
 
-def as_samples(data, input_shape):
-    """Flat (row-major) or (k, *input_shape) input as a (k, *input_shape) float array with k >= 1;
-    ValueError says what was expected. input_shape: an int (input_dim) or a shape.
+def request_limit(max_request_samples, input_shape):
+    """~max_request_samples, or for 0 as many samples as fill 1/4096 of this machine's memory in float64: what
+    one request makes the node allocate (its answer, ~queue_size of them waiting) stays a small share of it."""
+    if max_request_samples:
+        return max_request_samples
+    return max(1, MEMORY_BYTES // 4096 // (8 * math.prod(shape_of(input_shape))))
+
+
+def as_samples(data, input_shape, max_samples=0):
+    """Flat (row-major) or (k, *input_shape) input as a (k, *input_shape) float array with 1 <= k <= max_samples
+    (0: any k); ValueError says what was expected. input_shape: an int (input_dim) or a shape.
 
     Values must be finite in float32, the model's dtype: 1e39 is finite in float64
     but Inf to the model, and would come back as NaN answers.
@@ -53,6 +63,8 @@ def as_samples(data, input_shape):
         raise ValueError(
             f"expected an array of shape (k, {', '.join(map(str, shape))}) with k >= 1, got shape {x.shape}"
         )
+    if max_samples and len(x) > max_samples:
+        raise ValueError(f"{len(x)} samples in one request, more than ~max_request_samples allows ({max_samples})")
     if not (np.abs(x) <= FLOAT32_MAX).all():  # one pass: NaN compares false, so it fails this too
         if not np.isfinite(x).all():
             raise ValueError("data contains NaN or Inf")
@@ -60,9 +72,9 @@ def as_samples(data, input_shape):
     return x
 
 
-def as_labelled_samples(data, labels, input_shape, output_dim):
+def as_labelled_samples(data, labels, input_shape, output_dim, max_samples=0):
     """(x, y) checked as a whole: ValueError says what is wrong, so nothing partial is used."""
-    x = as_samples(data, input_shape)
+    x = as_samples(data, input_shape, max_samples)
     y = numeric_array(labels, "labels")
     if y.shape != (len(x),):
         raise ValueError(f"expected labels of shape ({len(x)},), one per sample, got shape {y.shape}")

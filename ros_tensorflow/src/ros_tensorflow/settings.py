@@ -41,6 +41,10 @@ PARAMETERS = {
     "early_stopping_patience": Parameter(0, "int >= 0", "epochs without improvement before stopping; 0: off", True),
     "save_on_cancel": Parameter(False, "bool", "also save the model when a goal is cancelled", True),
     "tensorboard_dir": Parameter("", "str", "'': no TensorBoard logs"),
+    "allow_training": Parameter(True, "bool", "false: train goals, recording, ~clear_samples and ~reload are refused"),
+    "max_request_samples": Parameter(
+        0, "int >= 0", "most samples one request or message may hold; 0: 1/4096 of this machine's memory", True
+    ),
     "serving_backend": Parameter("litert", "one of: litert, tensorflow", "what answers predictions"),
     "tflite_quantization": Parameter("none", "one of: none, float16, dynamic", "of the exported .tflite"),
     "device": Parameter("", "str", "TensorFlow device for training and TensorFlow serving; '': TensorFlow's choice"),

@@ -55,6 +55,8 @@ def model_status(keeper, trainer, counters, samples_stored):
         "images_rejected": str(counters.images_rejected),
         "images_dropped": str(counters.images_dropped()),
         "serving": keeper.wrapper.serving,
+        "inputs_received": str(counters.inputs_received),
+        "predictions_published": str(counters.predictions_published),
     }
     litert = keeper.wrapper.litert
     if litert and litert.conversion_seconds is not None:

@@ -1,0 +1,35 @@
+"""A deployed model locked against changes over ROS (~allow_training: false), through a real master."""
+
+import rospy
+from actionlib_msgs.msg import GoalStatus
+from conftest import wait_for
+from ros_processes import Diagnostics
+from ros_tensorflow_msgs.msg import Sample, TrainGoal
+from ros_tensorflow_msgs.srv import Predict
+from std_srvs.srv import Trigger
+
+LOCKED = "refused: ~allow_training is false"
+
+
+def test_a_locked_model_refuses_every_change_and_still_serves(launch_node, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("allow_training: false\n")
+    node, client = launch_node(config=config)
+    diagnostics = Diagnostics()
+
+    client.send_goal(TrainGoal(epochs=1))
+    assert client.wait_for_result(rospy.Duration(60))
+    assert client.get_state() == GoalStatus.ABORTED and LOCKED in client.get_result().message
+
+    samples = rospy.Publisher("/ros_tensorflow/samples", Sample, queue_size=10)
+    wait_for(lambda: samples.get_num_connections(), 30, "the node's ~samples")
+    samples.publish(Sample(data=[0.5] * 10, labels=[1]))
+    status = diagnostics.wait_until(lambda s: s["samples_rejected"] == "1", "the sample rejected")
+    assert status["samples_stored"] == "0"
+    samples.unregister()
+
+    for service in ("/ros_tensorflow/clear_samples", "/ros_tensorflow/reload"):
+        rospy.wait_for_service(service, 30)
+        answer = rospy.ServiceProxy(service, Trigger)()
+        assert not answer.success and LOCKED in answer.message, service
+    assert len(rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes) == 1
