@@ -38,7 +38,7 @@ if __name__ == "__main__":
     libc.mallopt(M_ARENA_MAX, 2)
     # Every buffer of 1 MiB or more (a large message, a request) gets pages of its own, given back when freed. By
     # default glibc raises that threshold to the largest buffer freed, and the heap kept what million-value messages
-    # left: hostile input grew the node 26 MB after warm-up (9 MB with this; `make stress fuzz`).
+    # left: hostile input grew the node 26 MB after warm-up (9-12 MB with this; `make stress SCENARIOS=fuzz`).
     libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
     # Past a file-size limit (prlimit --fsize, ulimit -f) a write fails with EFBIG, reported like a full disk,
     # instead of the signal killing the node.

@@ -234,9 +234,9 @@ class LiteRtServing:
         """True once commit is served by LiteRT; False if it cannot be, the model was replaced or the node shuts
         down first (close()), or timeout passes (tests; the export)."""
         deadline = time.monotonic() + timeout
-        while self.serving_commit != commit and self.failed is None and not self._closed:
-            if time.monotonic() > deadline:
-                break
+        while (
+            self.serving_commit != commit and self.failed is None and not self._closed and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         return self.serving_commit == commit
 

@@ -214,10 +214,10 @@ class RosInterface:
         if not request.images:
             raise rospy.ServiceException("no images: send one or more sensor_msgs/Image")
         wrapper = self.keeper.wrapper
-        if len(request.images) > self._request_limit(wrapper):
+        limit = self._request_limit(wrapper)
+        if len(request.images) > limit:
             raise rospy.ServiceException(
-                f"{len(request.images)} images in one request, more than ~max_request_samples allows"
-                f" ({self._request_limit(wrapper)})"
+                f"{len(request.images)} images in one request, more than ~max_request_samples allows ({limit})"
             )
         samples = []
         for i, image in enumerate(request.images):
