@@ -22,7 +22,7 @@ import numpy as np
 import rospy
 import tensorflow as tf
 from actionlib_msgs.msg import GoalStatus
-from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, stop_process_group, wait_for
+from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, node_sends_to, stop_process_group, wait_for
 from ros_tensorflow_msgs.msg import Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
@@ -120,13 +120,13 @@ def cpu_seconds(pid):
 class TopicProbe:
     """Publishes to a node's input topic and times what comes back on its output topic."""
 
-    def __init__(self, input_topic, output_topic, output_type, message=None):
-        """message: what is sent (default: one sample as a Float64MultiArray)."""
+    def __init__(self, node, input_topic, output_topic, output_type, message=None):
+        """node: the node probed; message: what is sent (default: one sample as a Float64MultiArray)."""
         self.message = message or Float64MultiArray(data=SAMPLE)
         self.received = []
         self.sub = rospy.Subscriber(output_topic, output_type, lambda _: self.received.append(time.perf_counter()))
         self.pub = rospy.Publisher(input_topic, type(self.message), queue_size=100000)
-        wait_for(lambda: self.pub.get_num_connections() and self.sub.get_num_connections(), 30, output_topic)
+        wait_for(lambda: self.pub.get_num_connections() and node_sends_to(self.sub, node=node), 30, output_topic)
 
     def keeps_up(self, rate_hz, duration=1.0):
         """Sends for duration s at rate_hz, or as fast as this process can if slower.
@@ -265,8 +265,10 @@ def camera_rows():
         node.wait_until_ready()
         Diagnostics().wait_until(lambda s: s["serving"].startswith("litert,"), "LiteRT serving the CNN")
         bare_s = float(np.median(timed(bare_camera_call(), 200)))
-        ours = TopicProbe("/ros_tensorflow/image", "/ros_tensorflow/prediction", Prediction, camera_frame())
-        reference = TopicProbe("/image_echo/input", "/image_echo/output", Image, camera_frame())
+        ours = TopicProbe(
+            "/ros_tensorflow", "/ros_tensorflow/image", "/ros_tensorflow/prediction", Prediction, camera_frame()
+        )
+        reference = TopicProbe("/image_echo", "/image_echo/input", "/image_echo/output", Image, camera_frame())
         rate, sender_limited = ours.sustained_rate(rates=(5, 10, 20, 40, 60, 80, 120, 160, 240, 320))
         ratio = rate * bare_s
         rows.append(
@@ -366,8 +368,8 @@ def measure(backend, client, diagnostics, helper_pids, echo_pid):
         add(f"/predict 1 sample p99 ({how})", ours["p99"], "ms")
     add("/predict 256 samples", predict_256_samples_per_s(), "samples/s")
 
-    echo = TopicProbe("/echo/input", "/echo/output", Float64MultiArray)
-    stream = TopicProbe("/ros_tensorflow/input", "/ros_tensorflow/prediction", Prediction)
+    echo = TopicProbe("/echo", "/echo/input", "/echo/output", Float64MultiArray)
+    stream = TopicProbe("/ros_tensorflow", "/ros_tensorflow/input", "/ros_tensorflow/prediction", Prediction)
     echo_cpu, our_cpu = echo.cpu_per_message(echo_pid), stream.cpu_per_message(node)
     if echo_cpu and our_cpu:
         ratio = our_cpu / echo_cpu
