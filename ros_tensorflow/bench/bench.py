@@ -7,7 +7,6 @@ Not a test: it checks no correctness and fails on nothing. It shares ros_process
 integration tests: `make bench` puts ros_tensorflow/test on PYTHONPATH.
 """
 
-import contextlib
 import json
 import os
 import pathlib
@@ -22,10 +21,12 @@ import numpy as np
 import rospy
 import tensorflow as tf
 from actionlib_msgs.msg import GoalStatus
-from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, node_sends_to, stop_process_group, wait_for
+from bench_common import SAMPLE, TopicProbe, camera_frame, on_one_core, p50_ms, percentiles_ms, row, timed
+from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, stop_process_group, wait_for
 from ros_tensorflow_msgs.msg import Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
+from serving_bench import serving_rows
 from std_msgs.msg import Float64MultiArray
 
 from ros_tensorflow.datasets import make_synthetic
@@ -35,24 +36,6 @@ from ros_tensorflow.model import build_classifier
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE.parents[1] / "bench_results"
-SAMPLE = [0.5] * 10
-
-
-def percentiles_ms(seconds):
-    return {f"p{q}": float(np.percentile(seconds, q) * 1e3) for q in (50, 90, 99)}
-
-
-def p50_ms(seconds):
-    return percentiles_ms(seconds)["p50"]
-
-
-def timed(function, n):
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def model_call_alone():
@@ -82,109 +65,10 @@ def service_latency(n=3000):
     return times
 
 
-@contextlib.contextmanager
-def on_one_core(pids):
-    """Every thread of the processes pids runs on one core, then anywhere again.
-
-    On a VM a round trip between two processes costs ~0.02 ms when both run on
-    one core and ~0.05 ms when one wakes the other across cores, which
-    connection gets which is chance: pinned, the node and its floor are
-    measured on equal terms.
-    """
-
-    def pin(cpus):
-        for pid in pids:
-            for thread in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.sched_setaffinity(int(thread), cpus)
-
-    cpus = os.sched_getaffinity(0)
-    pin({min(cpus)})
-    try:
-        yield
-    finally:
-        pin(cpus)
-
-
 def predict_256_samples_per_s(n=300):
     predict = rospy.ServiceProxy("/predict", Predict, persistent=True)
     data = make_synthetic(n_samples=256, seed=0)[0].ravel().tolist()
     return 256 * n / sum(timed(lambda: predict(data), n))
-
-
-def cpu_seconds(pid):
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-class TopicProbe:
-    """Publishes to a node's input topic and times what comes back on its output topic."""
-
-    def __init__(self, node, input_topic, output_topic, output_type, message=None):
-        """node: the node probed; message: what is sent (default: one sample as a Float64MultiArray)."""
-        self.message = message or Float64MultiArray(data=SAMPLE)
-        self.received = []
-        self.sub = rospy.Subscriber(output_topic, output_type, lambda _: self.received.append(time.perf_counter()))
-        self.pub = rospy.Publisher(input_topic, type(self.message), queue_size=100000)
-        wait_for(lambda: self.pub.get_num_connections() and node_sends_to(self.sub, node=node), 30, output_topic)
-
-    def keeps_up(self, rate_hz, duration=1.0):
-        """Sends for duration s at rate_hz, or as fast as this process can if slower.
-
-        Returns the rate achieved (msg/s) if every input came back out, else None.
-        """
-        self.received.clear()
-        msg = self.message
-        n = int(rate_hz * duration)
-        start = time.perf_counter()
-        sent = 0
-        while sent < n:
-            due = min(n, int((time.perf_counter() - start) * rate_hz) + 1)
-            for _ in range(due - sent):
-                self.pub.publish(msg)
-            sent = due
-            time.sleep(0.001)
-        achieved = n / (time.perf_counter() - start)
-        try:
-            wait_for(lambda: len(self.received) >= n, 5, "all outputs")
-        except AssertionError:
-            return None
-        return achieved
-
-    def sustained_rate(self, rates=(1000, 2000, 4000, 6000, 8000, 10000, 12000, 15000, 20000, 30000, 40000)):
-        """The highest rate achieved (msg/s) with every input coming back out, and whether the sender
-        (this process, sharing the machine with the node) was the limit rather than the node."""
-        best = 0.0
-        for rate in rates:
-            achieved = self.keeps_up(rate, max(1.0, 20 / rate))
-            if achieved is None:
-                return best, False
-            best = max(best, achieved)
-            if achieved < 0.9 * rate:
-                return best, True
-        return best, True
-
-    def cpu_per_message(self, pid, rate_hz=1000, duration=5.0):
-        """CPU seconds (user + system, all threads, from /proc) the process pid spends per message at rate_hz."""
-        before = cpu_seconds(pid)
-        if self.keeps_up(rate_hz, duration) is None:
-            return None
-        return (cpu_seconds(pid) - before) / (rate_hz * duration)
-
-    def latency(self, rate_hz=200, n=1000):
-        self.received.clear()
-        msg = self.message
-        sent = []
-        for _ in range(n):
-            sent.append(time.perf_counter())
-            self.pub.publish(msg)
-            time.sleep(max(0.0, sent[-1] + 1.0 / rate_hz - time.perf_counter()))
-        wait_for(lambda: len(self.received) >= n, 30, "all outputs")
-        return np.array(self.received[:n]) - np.array(sent)
-
-    def close(self):
-        self.sub.unregister()
-        self.pub.unregister()
 
 
 def train_goal(client, goal, feedback_cb=None):
@@ -235,12 +119,6 @@ def during_training(client, n=2000):
 
 
 CAMERA_SHAPE = (96, 96, 3)
-
-
-def camera_frame():
-    """A 640 x 480 rgb8 frame, as a camera driver publishes one."""
-    pixels = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
-    return Image(height=480, width=640, encoding="rgb8", step=640 * 3, data=pixels.tobytes())
 
 
 def bare_camera_call():
@@ -306,7 +184,8 @@ def camera_rows():
     return rows
 
 
-def main():
+def main(only):
+    """only: ['serve'] (make bench ROWS=serve) measures the serving node's rows alone."""
     RESULTS.mkdir(exist_ok=True)
     master = Master(tempfile.mkdtemp(prefix="bench_ros_home_"))
     helpers = {
@@ -317,23 +196,18 @@ def main():
     try:
         rospy.init_node("bench", disable_signals=True)
         rospy.wait_for_service("/trivial_predict", 60)
-        for backend, call in model_call_alone().items():
-            rows.append(row(backend, "model call alone, batch 1, p50", p50_ms(timed(call, 3000)), "ms"))
-        for backend in ("litert", "tensorflow"):
-            rows += run_backend(backend, helpers)
-        rows += camera_rows()
+        if only != ["serve"]:
+            for backend, call in model_call_alone().items():
+                rows.append(row(backend, "model call alone, batch 1, p50", p50_ms(timed(call, 3000)), "ms"))
+            for backend in ("litert", "tensorflow"):
+                rows += run_backend(backend, helpers)
+            rows += camera_rows()
+        rows += serving_rows()
     finally:
         for helper in helpers.values():
             stop_process_group(helper)
         master.stop()
     report(rows)
-
-
-def row(backend, name, value, unit, reference=None, ratio=None, target="", met=None):
-    print(f"  measured: {backend} {name}", flush=True)
-    return dict(
-        backend=backend, name=name, value=value, unit=unit, reference=reference, ratio=ratio, target=target, met=met
-    )
 
 
 def run_backend(backend, helpers):
@@ -445,4 +319,4 @@ def report(rows):
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,30 +1,64 @@
 #!/usr/bin/env python3
 """Start the ros_tensorflow node: see the README for its interface."""
 
+import contextlib
 import ctypes
 import gc
+import math
+import os
 import signal
 import sys
+import tempfile
 import threading
+import time
 
 import numpy as np
 import rospy
 
-from ros_tensorflow.ros_interface import RosInterface
 from ros_tensorflow.samples import classify
+
+# What TensorFlow prints, before its log level applies, on a machine without a GPU: expected there.
+NO_GPU_MESSAGES = ("Could not find cuda drivers", "failed call to cuInit", "before absl::InitializeLog() is called")
+
+
+@contextlib.contextmanager
+def without_no_gpu_messages():
+    """Where no NVIDIA driver is loaded, drop NO_GPU_MESSAGES from what the block prints on stderr (file
+    descriptor 2: TensorFlow's C++ writes there directly); pass everything else on. With a driver, leave all."""
+    if os.path.exists("/proc/driver/nvidia"):
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(message in line for message in NO_GPU_MESSAGES):
+                    sys.stderr.write(line)
 
 
 def main_loop_demo(interface):
-    """The tutorial's prediction in the main loop, at ~loop_rate Hz (0: off), which may change while running."""
+    """The tutorial's prediction in the main loop, at ~loop_rate Hz (0: off), which may change while running: the
+    loop wakes every 0.1 s to read it, so a very low rate (1e-9 Hz) never holds a later change back."""
     rng = np.random.default_rng()
+    last = -math.inf
     while not rospy.is_shutdown():
-        loop_rate = interface.settings.loop_rate
-        if loop_rate > 0:
+        loop_rate, now = interface.settings.loop_rate, time.monotonic()
+        if loop_rate > 0 and now - last >= 1.0 / loop_rate:
+            last = now
             wrapper = interface.keeper.wrapper
             classes, confidences = classify(wrapper.predict(rng.random(wrapper.input_dim)))
             rospy.loginfo("main loop: class %d (confidence %.3f)", classes[0], confidences[0])
+        due = last + 1.0 / loop_rate - time.monotonic() if loop_rate > 0 else math.inf
         try:
-            rospy.sleep(1.0 / loop_rate if loop_rate > 0 else 0.5)
+            rospy.sleep(min(max(due, 0.0), 0.1))
         except rospy.ROSInterruptException:
             break
 
@@ -43,6 +77,12 @@ if __name__ == "__main__":
     # Past a file-size limit (prlimit --fsize, ulimit -f) a write fails with EFBIG, reported like a full disk,
     # instead of the signal killing the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    with without_no_gpu_messages():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # TensorFlow looks for GPUs (cuInit) once, here
+    from ros_tensorflow.ros_interface import RosInterface
+
     rospy.init_node("ros_tensorflow")
     try:
         interface = RosInterface()

@@ -122,8 +122,7 @@ class LaunchedNode:
         assert client.wait_for_server(rospy.Duration(timeout)), "no train action server"
         return client
 
-    @staticmethod
-    def _serves_predict():
+    def _serves_predict(self):
         try:
             return rosservice.get_service_node("/predict") is not None
         except rosservice.ROSServiceIOException:
@@ -146,18 +145,44 @@ class LaunchedNode:
         wait_for(lambda: not self._serves_predict(), 30, "the killed node to be unregistered")
 
 
+class ServingNode(LaunchedNode):
+    """`roslaunch ros_tensorflow serve.launch` in namespace ns, run by SERVE_PYTHON (the serving venv, where
+    TensorFlow cannot be imported; the Makefile sets it) unless python says otherwise."""
+
+    def __init__(self, work_dir, ns="robot1", **args):
+        self.ns = ns
+        self.log_path = work_dir / f"{ns}.log"
+        python = args.pop("python", os.environ.get("SERVE_PYTHON", ""))
+        args = {"data_dir": work_dir / ns, "ns": ns, "launch_prefix": python, **args}
+        with contextlib.suppress(rosgraph.masterapi.Error):
+            rosgraph.Master("/tests").deleteParam(f"/{ns}/{args.get('node_name', 'ros_tensorflow')}")
+        argv = ["roslaunch", "ros_tensorflow", "serve.launch", *(f"{name}:={value}" for name, value in args.items())]
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _serves_predict(self):
+        try:
+            return rosservice.get_service_node(f"/{self.ns}/predict") is not None
+        except rosservice.ROSServiceIOException:
+            return False
+
+    def wait_until_ready(self, timeout=60):
+        wait_for(lambda: self._serves_predict() or self.process.poll() is not None, timeout, "the serving node")
+        assert self.process.poll() is None, f"roslaunch exited:\n{self.log()}"
+
+
 class Diagnostics:
     """The latest of one of the node's statuses on /diagnostics, as a dict of its values plus _level and _message."""
 
-    def __init__(self, name="/ros_tensorflow: model"):
-        self.name = name
+    def __init__(self, name="/ros_tensorflow: model", hardware_id="/ros_tensorflow"):
+        self.name, self.hardware_id = name, hardware_id
         self.latest = None
         self._updated = threading.Condition()
         self.sub = rospy.Subscriber("/diagnostics", DiagnosticArray, self._on_diagnostics)
 
     def _on_diagnostics(self, array):
         for status in array.status:
-            if status.name == self.name and status.hardware_id == "/ros_tensorflow":
+            if status.name == self.name and status.hardware_id == self.hardware_id:
                 with self._updated:
                     self.latest = {kv.key: kv.value for kv in status.values}
                     self.latest.update(_level=status.level, _message=status.message)

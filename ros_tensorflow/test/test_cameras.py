@@ -11,6 +11,9 @@ import pytest
 import rospy
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
+from dynamic_reconfigure.msg import Config, IntParameter
+from dynamic_reconfigure.srv import Reconfigure
+from png_bomb import png_bomb
 from ros_processes import Diagnostics, node_sends_to, stop_process_group
 from ros_tensorflow_msgs.msg import ImageSample, Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import PredictImage
@@ -98,7 +101,10 @@ def test_bad_images_are_dropped_counted_and_refused_and_the_node_goes_on(camera_
         raw.publish(msg)
     jpeg = cv2.imencode(".jpg", FRAMES[0])[1].tobytes()
     compressed.publish(CompressedImage(format="jpeg", data=jpeg[:100]))
-    diagnostics.wait_until(lambda s: s["images_rejected"] == "4", "4 rejected images")
+    compressed.publish(CompressedImage(format="jpeg", data=b""))  # raised cv2.error in rospy's callback: uncounted
+    compressed.publish(CompressedImage(format="png", data=png_bomb()))  # 400 MB decoded: refused from its header
+    status = diagnostics.wait_until(lambda s: s["images_rejected"] == "6", "6 rejected images")
+    assert int(status["images_received"]) == 6
     compressed.publish(CompressedImage(format="jpeg", data=jpeg))  # a whole one still works
     wait_for(lambda: len(predictions) == 1, 30, "the good image's prediction")
 
@@ -106,6 +112,13 @@ def test_bad_images_are_dropped_counted_and_refused_and_the_node_goes_on(camera_
     with pytest.raises(rospy.ServiceException, match="image 1: unknown encoding 'yuv422'"):
         predict_image([image(FRAMES[0]), bad[0]])
     assert len(predict_image([image(FRAMES[0])]).classes) == 1
+    rospy.ServiceProxy("/ros_tensorflow/set_parameters", Reconfigure)(
+        Config(ints=[IntParameter("max_image_pixels", 255)])
+    )
+    with pytest.raises(
+        rospy.ServiceException, match=r"image 0: image of 16 x 16 = 256 pixels, more than ~max_image_pix"
+    ):
+        predict_image([image(FRAMES[0])])
     for topic in (sub, raw, compressed):  # rospy shares one publisher (and its queue size) per topic
         topic.unregister()
 

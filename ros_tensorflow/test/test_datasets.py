@@ -63,7 +63,7 @@ def test_bad_dataset_files_give_one_clear_error(datasets, tmp_path):
         "/etc/passwd.csv": "outside the data folder",
         "sub/../../x.npz": "outside the data folder",
         "missing.npz": "missing.npz not found",
-        "data.txt": "unknown dataset 'data.txt'",
+        "data.txt": r"unknown dataset 'data.txt' \(known: .*, a .npz, .csv or .bag file, or a folder of images",
         "a" * 5000 + ".npz": r"dataset 'a{80}\.\.\. \(5004 characters\)' cannot be a file: File name too long",
         "\x00.npz": "cannot be a file: embedded null byte",
         write_bytes(tmp_path / "trunc.npz", (tmp_path / "good.npz").read_bytes()[:200]): "trunc.npz is not a readable",
@@ -129,7 +129,7 @@ def test_an_image_folder_gives_samples_labels_in_folder_order_and_class_names(tm
 @pytest.mark.parametrize(
     "damage, shape, classes, reason",
     [
-        ("corrupt", (16, 16, 1), 3, r"dataset image .*/zero/0.png: cannot be read as an image"),
+        ("corrupt", (16, 16, 1), 3, r"dataset image .*/zero/0.png: the file cannot be decoded"),
         (None, (16, 16, 1), 2, r"has 3 class folders \(one, two, zero\), the model has 2 classes"),
         (None, (10,), 3, r"is a folder of images, the model takes samples of shape \[10\]"),
     ],
@@ -186,3 +186,24 @@ def test_names_that_leave_the_data_folder_or_name_no_regular_file_are_refused_wi
         image_datasets.load("frames")
     with pytest.raises(DatasetError, match="outside the data folder"):
         image_datasets.load("linked")
+
+
+def test_an_image_folder_with_names_that_are_not_utf8_loads_or_is_refused_and_never_crashes(tmp_path):
+    """OpenCV's imread died of SIGSEGV on a file name holding the byte 0xff; such a file is read now. A class
+    folder of such a name would become a class name, which no ROS string can carry: refused, its bytes shown."""
+    write_digit_folders(tmp_path / "digits")
+    frame = (DIGITS.images[0] * 255 / 16).astype(np.uint8)
+    (tmp_path / "digits" / "zero" / os.fsdecode(b"\xff.png")).write_bytes(cv2.imencode(".png", frame)[1].tobytes())
+    loader = Datasets(tmp_path, (8, 8, 1), 3)
+    x, y = loader.load("digits")
+    assert len(x) == 16 and y.tolist().count(2) == 6
+    np.testing.assert_allclose(x[15, :, :, 0], frame / 255)  # sorted after zero/0-4.png
+    (tmp_path / "digits" / os.fsdecode(b"caf\xe9")).mkdir()
+    with pytest.raises(DatasetError, match=r"the class folder name 'caf\\xe9' is not UTF-8 text: rename it"):
+        Datasets(tmp_path, (8, 8, 1), 4).load("digits")
+
+
+def test_an_image_larger_than_max_image_pixels_is_refused_from_its_header(tmp_path):
+    write_digit_folders(tmp_path / "digits")
+    with pytest.raises(DatasetError, match=r"one/0.png: image of 8 x 8 = 64 pixels, more than ~max_image_pixels"):
+        Datasets(tmp_path, (8, 8, 1), 3, max_image_pixels=63).load("digits")

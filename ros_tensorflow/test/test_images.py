@@ -3,10 +3,11 @@
 import cv2
 import numpy as np
 import pytest
+from png_bomb import png_bomb
 from sensor_msgs.msg import CompressedImage, Image
 from sklearn.datasets import load_digits
 
-from ros_tensorflow.images import ImageError, decode, decode_compressed, default_scale, to_model_input
+from ros_tensorflow.images import ImageError, decode, decode_compressed, default_scale, pixel_limit, to_model_input
 
 DIGIT = (load_digits().images[0] * (255 / 16)).astype(np.uint8)  # a real 8 x 8 grey image: a handwritten 0
 RGB = np.stack([DIGIT, 255 - DIGIT, DIGIT // 2], axis=2)  # three different channels, in RGB order
@@ -86,7 +87,23 @@ def test_images_that_cannot_be_converted_say_why(msg, reason):
 
 def test_a_corrupt_jpeg_and_a_model_of_four_channels_are_refused():
     data = cv2.imencode(".jpg", RGB)[1].tobytes()
-    with pytest.raises(ImageError, match="the jpeg image cannot be decoded"):
+    with pytest.raises(ImageError, match=r"the jpeg image \(242 bytes\) cannot be decoded"):
         decode_compressed(CompressedImage(format="jpeg", data=data[: len(data) // 3]))
     with pytest.raises(ImageError, match="take 1 \\(grey\\) or 3 \\(RGB\\) channels, this one takes 4"):
         to_model_input(RGB, (8, 8, 4))
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_decoding():
+    bomb = png_bomb()
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageError, match=r"image of 20000 x 20000 = 400000000 pixels, more than ~max_image_pixels"):
+        decode_compressed(CompressedImage(format="png", data=bomb), max_pixels=pixel_limit(0))
+    with pytest.raises(ImageError, match=r"image of 8 x 8 = 64 pixels, more than ~max_image_pixels allows \(63\)"):
+        decode(image(DIGIT, "mono8"), max_pixels=63)
+    assert pixel_limit(0) < 400_000_000 and pixel_limit(5) == 5
+
+
+def test_an_empty_or_unknown_compressed_image_is_an_image_error():
+    for data, reason in ((b"", "not a jpeg or png image"), (b"GIF89a" + bytes(20), "cannot be decoded")):
+        with pytest.raises(ImageError, match=reason):
+            decode_compressed(CompressedImage(format="jpeg", data=data))

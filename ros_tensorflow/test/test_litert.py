@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 from ros_processes import wait_for
+from sklearn.datasets import load_digits
 
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.litert import ConverterProcess, LiteRtModel, to_tflite
@@ -157,3 +158,38 @@ def test_a_converter_killed_mid_conversion_is_started_again_and_the_commit_conve
     np.testing.assert_allclose(wrapper.predict(X[:5]), wrapper.model(X[:5].astype(np.float32)).numpy(), atol=1e-5)
     wrapper.close()
     converter.close()
+
+
+def test_a_full_integer_model_of_real_digits_keeps_the_float_models_accuracy_within_two_points():
+    """The form the Edge TPU and most NPUs need: int8 weights, activations, input and output, calibrated on
+    training samples; LiteRtModel quantizes the input and dequantizes the output, so callers see probabilities."""
+    digits = load_digits()
+    x = (digits.images / 16.0)[:, :, :, np.newaxis].astype(np.float32)
+    y = digits.target
+    model = build_classifier((8, 8, 1), 10)
+    model.fit(x[:1400], y[:1400], epochs=15, batch_size=32, verbose=0)
+    float_accuracy = (model.predict(x[1400:], verbose=0).argmax(axis=1) == y[1400:]).mean()
+    flatbuffer = to_tflite(model, "int8", x[:300])
+    litert = LiteRtModel(flatbuffer)
+    interpreter = Interpreter(model_content=flatbuffer)
+    assert (
+        interpreter.get_input_details()[0]["dtype"] == np.int8
+        and interpreter.get_output_details()[0]["dtype"] == np.int8
+    )
+    output = litert.predict(x[1400:])
+    int8_accuracy = (output.argmax(axis=1) == y[1400:]).mean()
+    print(f"digits: float {float_accuracy:.3f}, int8 {int8_accuracy:.3f}, int8 {len(flatbuffer)} bytes")
+    assert float_accuracy > 0.9 and int8_accuracy >= float_accuracy - 0.02
+    np.testing.assert_allclose(output.sum(axis=1), 1.0, atol=0.05)
+    with pytest.raises(ValueError, match="needs representative samples"):
+        to_tflite(model, "int8")
+
+
+def test_a_model_whose_batch_size_is_fixed_gets_one_interpreter_and_answers_any_batch():
+    inputs = keras.Input((10,), batch_size=1)
+    fixed = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Reshape((10,))(inputs)))
+    litert = LiteRtModel(to_tflite(fixed))
+    assert litert.input_shape == (10,) and litert.output_dim == 2
+    np.testing.assert_allclose(
+        litert.predict(X[:5].astype(np.float32)), fixed.predict(X[:5], batch_size=1, verbose=0), atol=1e-5
+    )

@@ -127,7 +127,7 @@ def test_a_fresh_model_for_images_is_a_cnn_that_learns_and_takes_flat_data():
     y = rng.integers(0, 2, 200)
     x = rng.normal(0.2, 0.05, (200, 16, 16, 1))
     x[y == 1, 4:12, 4:12, 0] += 0.6  # class 1: a bright square in the middle
-    wrapper = ModelWrapper(input_shape=[16, 16, 1], output_dim=2, learning_rate=0.05)
+    wrapper = ModelWrapper(input_shape=[16, 16, 1], output_dim=2)  # Adam at 0.003
     assert [type(layer).__name__ for layer in wrapper.model.layers][:2] == ["Conv2D", "MaxPooling2D"]
     wrapper.train(x, y, epochs=8, batch_size=16)
     classes, _ = classify(wrapper.predict(x.ravel()))  # flat, row-major, as Predict.srv carries it

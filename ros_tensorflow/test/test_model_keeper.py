@@ -1,10 +1,13 @@
 """ModelKeeper: the model's life (start-up fallbacks, save, reload, the training lock), without a master."""
 
+import concurrent.futures
 import logging
 import os
 
+import keras
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.model import build_classifier
@@ -85,10 +88,12 @@ def test_save_and_reload_are_refused_while_a_training_holds_the_model(tmp_path):
     assert (tmp_path / "model.keras").is_file()
 
 
-def test_a_saved_model_folder_is_not_saved(tmp_path):
+def test_a_saved_model_folder_is_served_by_tensorflow_and_not_saved(tmp_path, caplog):
     build_classifier().export(str(tmp_path / "exported"), verbose=False)
-    keeper = ModelKeeper(tmp_path / "exported", FRESH)
-    assert not keeper.wrapper.trainable
+    with caplog.at_level(logging.WARNING):
+        keeper = ModelKeeper(tmp_path / "exported", FRESH, serving_backend="litert")
+    assert not keeper.wrapper.trainable and keeper.wrapper.serving == "tensorflow, commit 1"
+    assert caplog.text.count("served for prediction only, by TensorFlow (LiteRT serves Keras models)") == 1
     with pytest.raises(ModelFileError, match="is a SavedModel and is not saved"):
         keeper.save()
 
@@ -121,14 +126,86 @@ def test_models_replaced_while_they_wait_for_the_converter_are_not_converted_and
     keeper.close()
 
 
-def test_an_export_waiting_for_its_conversion_ends_when_the_keeper_closes(tmp_path, caplog):
-    """Closing (the node shutting down) gives up the conversion the export waits for, and the export with it:
-    Python joins the export thread at exit, and a node that waited 120 s for it was killed by roslaunch."""
+def test_closing_skips_an_unfinished_export_says_so_and_the_next_start_exports_it(tmp_path, caplog):
+    """The node shutting down: an export is neither waited on (Python joins the export thread at exit: roslaunch
+    killed a node that waited 120 s) nor lost silently; the next start brings the .tflite back in step."""
     keeper = ModelKeeper(tmp_path / "model.keras", Settings().fresh_model(), serving_backend="litert")
+    keeper.write()
     keeper.wrapper.commit()  # commit 2: its conversion waits behind commit 1's
     export = keeper.export_tflite()
-    keeper.close()
-    with pytest.raises(ModelFileError, match="the converter process was closed"):
+    with caplog.at_level(logging.WARNING):
+        keeper.close()
+    assert f"shutting down before the .tflite export finished: {tmp_path / 'model.tflite'} is not" in caplog.text
+    with pytest.raises((ModelFileError, concurrent.futures.CancelledError)):
         export.result(30)
-    assert "the model is saved but not exported to TFLite" in caplog.text
     assert not (tmp_path / "model.tflite").exists()
+
+    restarted = ModelKeeper(tmp_path / "model.keras", Settings().fresh_model(), serving_backend="litert")
+    assert restarted.announce_at_startup().result(120) == str(tmp_path / "model.tflite")
+    assert restarted.version == 1 and restarted.wrapper.version == 1
+    restarted.close()
+    again = ModelKeeper(tmp_path / "model.keras", Settings().fresh_model(), serving_backend="litert")
+    assert again.announce_at_startup() is None, "in step now: announced as it is"
+    assert again.exported.info["version"] == 1 and again.wrapper.version == 1
+    again.close()
+
+
+def test_an_export_does_not_wait_for_a_commit_that_a_later_goal_replaced(tmp_path):
+    """Goal A ends and exports; goal B commits its first epoch before A's commit is served: A's commit will never
+    be served, and A's export waited 120 s for it. It converts A's own weights instead."""
+    keeper = ModelKeeper(tmp_path / "model.keras", Settings().fresh_model(), serving_backend="litert")
+    goal_a = keeper.wrapper.model.get_weights()
+    export = keeper.export_tflite()
+    keeper.wrapper.model.set_weights([w + 1 for w in goal_a])
+    keeper.wrapper.commit(epoch_end=True)  # goal B's first epoch
+    path = export.result(60)
+    exported = ModelKeeper(tmp_path / "check.keras", FRESH)  # the exported weights are goal A's
+    exported.wrapper.model.set_weights(goal_a)
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], PROBE[:1].astype(np.float32))
+    interpreter.invoke()
+    np.testing.assert_allclose(
+        interpreter.get_tensor(interpreter.get_output_details()[0]["index"]),
+        outputs(exported.wrapper.model)[:1],
+        atol=1e-5,
+    )
+    keeper.close()
+
+
+def test_a_bad_byte_in_the_class_names_costs_the_names_not_the_model(tmp_path, caplog):
+    model = build_classifier()
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "model.classes.txt").write_bytes(b"cup\nb\xffll\n")
+    with caplog.at_level(logging.WARNING):
+        keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    assert keeper.source == str(tmp_path / "model.keras") and keeper.wrapper.class_names == []
+    np.testing.assert_allclose(keeper.wrapper.predict(PROBE), outputs(model), atol=1e-5)
+    assert "the model is used without its class names" in caplog.text
+
+
+def test_class_names_given_as_a_parameter_are_saved_with_a_model_that_has_none(tmp_path):
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    keeper.write(["cup", "ball"])
+    assert ModelKeeper(tmp_path / "model.keras", FRESH).wrapper.class_names == ["cup", "ball"]
+    keeper.wrapper.class_names = ["zero", "one"]  # the model's own (from an image folder) win
+    keeper.write(["cup", "ball"])
+    assert ModelKeeper(tmp_path / "model.keras", FRESH).wrapper.class_names == ["zero", "one"]
+
+
+def test_a_users_model_the_node_cannot_use_survives_the_next_save(tmp_path, caplog):
+    """A custom layer: the node falls back to a fresh model; its first save keeps the user's file beside it."""
+
+    class Doubling(keras.layers.Layer):  # the user's own layer, which the node cannot know
+        def call(self, x):
+            return 2 * x
+
+    keras.Sequential([keras.Input((10,)), Doubling(), keras.layers.Dense(2, "softmax")]).save(tmp_path / "model.keras")
+    users_bytes = (tmp_path / "model.keras").read_bytes()
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    assert keeper.source == "fresh"
+    with caplog.at_level(logging.WARNING):
+        keeper.write()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("model.unusable-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == users_bytes
+    assert f"kept as {kept[0]}, not overwritten" in caplog.text

@@ -187,7 +187,7 @@ def test_tutorial_rostopic_pub_goal_then_cancel(node):
     "args, reason",
     [
         ({"input_dim": 0}, "parameter /ros_tensorflow/input_dim must be int > 0, got 0"),
-        ({"loop_rate": -1}, "parameter /ros_tensorflow/loop_rate must be >= 0, got -1.0"),
+        ({"loop_rate": -1}, "parameter /ros_tensorflow/loop_rate must be finite >= 0, got -1.0"),
         ({"data_dir": "/proc/ros_tensorflow"}, "parameter ~data_dir: /proc/ros_tensorflow is not usable"),
         ({"config": "publish_queue_size: -1"}, "parameter /ros_tensorflow/publish_queue_size must be int >= 0, got -1"),
         ({"config": "serving_backend: onnx"}, "/ros_tensorflow/serving_backend must be one of: litert, tensorflow"),

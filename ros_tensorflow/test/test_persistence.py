@@ -54,22 +54,49 @@ def predictions_of(path):
     return load_model(path)[0].predict(X, verbose=0)
 
 
-def test_a_save_never_replaces_the_backup_with_a_file_that_does_not_load(tmp_path):
+def test_a_file_that_does_not_load_is_set_aside_never_overwritten_nor_made_the_backup(tmp_path):
     path = tmp_path / "model.keras"
     good, newer, newest = build_classifier(), build_classifier(), build_classifier()
     save_model(good, path)
     save_model(newer, path)  # the backup is now `good`
-    path.write_bytes(os.urandom(5000))
-    save_model(newest, path)
+    garbage = os.urandom(5000)
+    path.write_bytes(garbage)
+    _, set_aside = save_model(newest, path)
     np.testing.assert_allclose(predictions_of(backup_path(path)), good.predict(X, verbose=0), atol=1e-6)
     np.testing.assert_allclose(predictions_of(path), newest.predict(X, verbose=0), atol=1e-6)
+    assert (
+        set_aside.parent == tmp_path and set_aside.name.startswith("model.unusable-") and set_aside.suffix == ".keras"
+    )
+    assert set_aside.read_bytes() == garbage
+
+
+def test_a_users_model_the_node_cannot_serve_is_set_aside_not_overwritten(tmp_path):
+    """Two outputs: it loads in Keras, but not as a classifier the node serves; it may be the user's only copy."""
+    inputs = keras.Input((10,))
+    two_heads = keras.Model(inputs, [keras.layers.Dense(2)(inputs), keras.layers.Dense(3)(inputs)])
+    path = tmp_path / "model.keras"
+    two_heads.save(path)
+    users_bytes = path.read_bytes()
+    _, set_aside = save_model(build_classifier(), path)
+    assert set_aside.read_bytes() == users_bytes and not backup_path(path).exists()
+    assert load_model(path)[0].output_shape == (None, 2)
+
+
+@pytest.mark.parametrize("outputs, loss", [(1, None), (3, "mse"), (3, keras.losses.MeanAbsoluteError())])
+def test_a_regression_model_is_refused_at_load_saying_only_classifiers_are_served(tmp_path, outputs, loss):
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(outputs)])
+    if loss is not None:
+        model.compile(optimizer="sgd", loss=loss)
+    model.save(tmp_path / "regression.keras")
+    with pytest.raises(ModelFileError, match="The node serves and trains classifiers only"):
+        load_model(tmp_path / "regression.keras")
 
 
 def test_a_model_file_put_there_by_hand_becomes_the_backup_and_a_known_one_is_not_loaded_again(tmp_path):
     path = tmp_path / "model.keras"
     by_hand = build_classifier()
     by_hand.save(path)
-    digest = save_model(build_classifier(), path)
+    digest, _ = save_model(build_classifier(), path)
     np.testing.assert_allclose(predictions_of(backup_path(path)), by_hand.predict(X, verbose=0), atol=1e-6)
     assert digest == file_digest(path)
     # A digest the caller vouches for is taken as loadable without loading it (here a file that would not load).

@@ -236,12 +236,12 @@ def test_tensorboard_early_stopping_and_save_on_cancel_from_config(launch_node, 
     default = rospkg.RosPack().get_path("ros_tensorflow") + "/config/default.yaml"
     config = yaml.safe_load(open(default))
     config.update(
-        tensorboard_dir=str(tmp_path / "tb"), early_stopping_patience=1, save_on_cancel=True, learning_rate=0.0
+        tensorboard_dir=str(tmp_path / "tb"), early_stopping_patience=1, save_on_cancel=True, learning_rate=1e-30
     )
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     _, client = launch_node(config=tmp_path / "config.yaml")
 
-    state, result = train(client, epochs=30, validation_split=0.2)  # learning_rate 0: val_loss stays put
+    state, result = train(client, epochs=30, validation_split=0.2)  # learning_rate 1e-30: val_loss stays put
     assert state == GoalStatus.SUCCEEDED
     assert result.epochs_completed == 2 and result.message.startswith("stopped early after 2 epochs")
     assert list((tmp_path / "tb").rglob("events.out.tfevents*"))

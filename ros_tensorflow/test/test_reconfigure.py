@@ -9,6 +9,7 @@ from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticStatus
 from dynamic_reconfigure.client import Client
+from dynamic_reconfigure.msg import Config
 from ros_processes import Diagnostics
 from ros_tensorflow_msgs.msg import TrainGoal
 from ros_tensorflow_msgs.srv import Predict
@@ -59,7 +60,8 @@ def test_a_learning_rate_set_while_running_applies_from_the_next_goal(node):
     _, client = node
     reconfigure = Client("/ros_tensorflow", timeout=30)
     before = predict(PROBE)
-    assert reconfigure.update_configuration({"learning_rate": 0.0})["learning_rate"] == 0.0
+    # 1e-30: each step changes no weight (far below float32's resolution); 0 would mean the optimizer's own rate
+    assert reconfigure.update_configuration({"learning_rate": 1e-30})["learning_rate"] == 1e-30
     client.send_goal(TrainGoal(epochs=2))
     assert client.wait_for_result(TIMEOUT) and client.get_state() == GoalStatus.SUCCEEDED
     np.testing.assert_allclose(predict(PROBE), before, atol=1e-7)
@@ -104,4 +106,46 @@ def test_the_main_loop_demo_starts_when_loop_rate_is_set_while_running(node):
     reconfigure = Client("/ros_tensorflow", timeout=30)
     reconfigure.update_configuration({"loop_rate": 20.0})
     wait_for(lambda: node.log_path.read_text().count("main loop: class") >= 3, 30, "the demo's predictions in the log")
+    reconfigure.close()
+
+
+def test_dynparam_from_debians_dynamic_reconfigure_changes_a_parameter(node):
+    done = subprocess.run(
+        ["rosrun", "dynamic_reconfigure", "dynparam", "set", "/ros_tensorflow", "max_batch", "48"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rospy.get_param("/ros_tensorflow/max_batch") == 48
+
+
+def test_an_infinite_learning_rate_is_refused(node):
+    node, _ = node
+    reconfigure = Client("/ros_tensorflow", timeout=30)
+    assert reconfigure.update_configuration({"learning_rate": math.inf})["learning_rate"] == 0.0
+    wait_for(
+        lambda: "parameter /ros_tensorflow/learning_rate must be finite >= 0, got inf" in node.log(),
+        30,
+        "the refusal in the node's log",
+    )
+    reconfigure.close()
+
+
+def test_a_loop_rate_so_low_it_never_fires_can_still_be_changed_and_is_published_as_a_double(launch_node, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("loop_rate: 0\n")  # an int in YAML
+    node, _ = launch_node(config=config, loop_rate="")
+    updates = []
+    sub = rospy.Subscriber("/ros_tensorflow/parameter_updates", Config, updates.append)
+    wait_for(lambda: updates, 30, "the latched parameter_updates")
+    assert "loop_rate" in {p.name for p in updates[-1].doubles} and "loop_rate" not in {
+        p.name for p in updates[-1].ints
+    }
+    sub.unregister()
+    reconfigure = Client("/ros_tensorflow", timeout=30)
+    reconfigure.update_configuration({"loop_rate": 1e-9})  # once now, then every 31 years
+    wait_for(lambda: node.log().count("main loop: class") == 1, 30, "the first prediction of the main loop")
+    reconfigure.update_configuration({"loop_rate": 20.0})  # the loop slept 1e9 s after its first one, ignoring this
+    wait_for(lambda: node.log().count("main loop: class") >= 5, 30, "the main loop at 20 Hz")
     reconfigure.close()

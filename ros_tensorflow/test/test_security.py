@@ -28,8 +28,10 @@ def test_a_locked_model_refuses_every_change_and_still_serves(launch_node, tmp_p
     assert status["samples_stored"] == "0"
     samples.unregister()
 
-    for service in ("/ros_tensorflow/clear_samples", "/ros_tensorflow/reload"):
+    # ~save too: it replaces the backup, the locked robot's only copy to roll back to.
+    for service in ("/ros_tensorflow/clear_samples", "/ros_tensorflow/reload", "/ros_tensorflow/save"):
         rospy.wait_for_service(service, 30)
         answer = rospy.ServiceProxy(service, Trigger)()
         assert not answer.success and LOCKED in answer.message, service
     assert len(rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes) == 1
+    assert not list((tmp_path / "data").glob("model*")), "nothing saved"

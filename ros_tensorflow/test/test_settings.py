@@ -6,14 +6,15 @@ import re
 import pytest
 import yaml
 
-from ros_tensorflow.settings import PARAMETERS, Settings
+from ros_tensorflow.settings import PARAMETERS, Settings, parameters_of
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1]
 README = PACKAGE.parent / "README.md"
 TYPE_NAMES = {
     "int > 0": "int",
     "int >= 0": "int",
-    ">= 0": "double",
+    "finite >= 0": "double",
+    "int > 1": "int",
     "str": "string",
     "bool": "bool",
     "list of int > 0": "list",
@@ -21,9 +22,17 @@ TYPE_NAMES = {
 }
 
 
-def test_config_default_yaml_holds_every_parameter_with_its_default():
-    config = yaml.safe_load((PACKAGE / "config" / "default.yaml").read_text())
-    assert config == {name: parameter.default for name, parameter in PARAMETERS.items()}
+@pytest.mark.parametrize("node, config", [("train", "default.yaml"), ("serve", "serve.yaml")])
+def test_each_nodes_config_holds_every_parameter_of_that_node_with_its_default(node, config):
+    values = yaml.safe_load((PACKAGE / "config" / config).read_text())
+    assert values == {name: parameter.default for name, parameter in parameters_of(node).items()}
+
+
+def test_the_serving_node_has_no_training_parameter_and_refuses_one_in_a_change():
+    settings = Settings(node="serve")
+    assert not hasattr(settings, "learning_rate") and settings.model_topic == ""
+    with pytest.raises(ValueError, match="unknown parameters"):
+        settings.replace(learning_rate=0.1)
 
 
 def readme_default(value):
@@ -56,12 +65,15 @@ def test_defaults_and_a_lookup_fill_the_settings():
         ("input_dim", 0, "must be int > 0, got 0"),
         ("max_batch", 2.5, "must be int > 0, got 2.5"),
         ("publish_queue_size", -1, "must be int >= 0, got -1"),
-        ("learning_rate", -0.1, "must be >= 0, got -0.1"),
-        ("loop_rate", float("nan"), "must be >= 0, got nan"),
+        ("learning_rate", -0.1, "must be finite >= 0, got -0.1"),
+        ("loop_rate", float("nan"), "must be finite >= 0, got nan"),
         ("early_stopping_patience", True, "must be int >= 0, got True"),
         ("save_on_cancel", "yes", "must be bool, got 'yes'"),
         ("dataset", 5, "must be str, got 5"),
         ("serving_backend", "tflite", "must be one of: litert, tensorflow, got 'tflite'"),
+        ("learning_rate", float("inf"), "must be finite >= 0, got inf"),
+        ("output_dim", 1, "must be int > 1, got 1"),
+        ("input_shape", [16, 16, 4], "must be [height, width, channels] with 1 (grey) or 3 (RGB) channels"),
     ],
 )
 def test_a_value_that_breaks_its_rule_is_refused_naming_the_parameter(name, value, reason):

@@ -55,6 +55,8 @@ def test_model_status_is_ok_warn_while_dropping_and_error_after_a_fallback(tmp_p
         "serving",
         "inputs_received",
         "predictions_published",
+        "model_version",
+        "last_published_version",
     }
 
     dropped[0] = 3

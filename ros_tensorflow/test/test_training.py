@@ -54,7 +54,7 @@ def test_a_request_that_finishes_reports_each_epoch_and_saves(tmp_path):
 
 
 def test_a_request_that_stops_early_keeps_the_best_weights(tmp_path):
-    trainer, settings = make_trainer(tmp_path, learning_rate=0.0, early_stopping_patience=1)
+    trainer, settings = make_trainer(tmp_path, learning_rate=1e-30, early_stopping_patience=1)
     outcome = trainer.run(TrainingRequest(epochs=30, validation_split=0.2), settings)
     assert outcome.state == SUCCEEDED and outcome.epochs_completed == 2
     assert outcome.message == "stopped early after 2 epochs; the best weights were kept"
@@ -103,7 +103,7 @@ def test_a_save_that_fails_still_succeeds_and_says_why(tmp_path):
 
 def test_a_learning_rate_set_while_running_applies_to_the_next_request(tmp_path):
     trainer, settings = make_trainer(tmp_path)
-    trainer.learning_rate = 0.0
+    trainer.learning_rate = 1e-30  # no step changes a float32 weight
     before = trainer.keeper.wrapper.predict(PROBE)
     assert trainer.run(TrainingRequest(epochs=1), settings).state == SUCCEEDED
     np.testing.assert_allclose(trainer.keeper.wrapper.predict(PROBE), before, atol=1e-7)
@@ -123,3 +123,29 @@ def test_a_model_that_cannot_be_exported_still_succeeds_and_the_export_says_why(
     with pytest.raises(ModelFileError, match="cannot convert the model to TFLite: ConverterError"):
         trainer.last_export.result(120)
     assert not (tmp_path / "model.tflite").exists()
+
+
+def test_a_diverged_training_is_aborted_and_the_model_from_before_keeps_serving_and_stays_on_disk(tmp_path):
+    trainer, settings = make_trainer(tmp_path)
+    assert trainer.run(TrainingRequest(epochs=2), settings).state == SUCCEEDED
+    trainer.last_export.result(120)
+    on_disk = {name: (tmp_path / name).read_bytes() for name in ("model.keras", "model.tflite")}
+    before = trainer.keeper.wrapper.predict(PROBE)
+
+    trainer.learning_rate = 1e308  # as ~set_parameters sets it: finite, so accepted, and far too high
+    outcome = trainer.run(TrainingRequest(epochs=2, validation_split=0.2), settings)
+    assert outcome.state == ABORTED and outcome.message.startswith("training diverged: the loss became nan in epoch 0")
+    assert "the model from before this goal is kept, serving and on disk" in outcome.message
+    assert outcome.model_path == ""
+    np.testing.assert_allclose(trainer.keeper.wrapper.predict(PROBE), before, atol=1e-6)
+    assert {name: (tmp_path / name).read_bytes() for name in on_disk} == on_disk
+    # The optimizer's state is back too: the next goal at a sane rate trains as before.
+    trainer.learning_rate = 0.1
+    outcome = trainer.run(TrainingRequest(epochs=2, validation_split=0.2), settings)
+    assert outcome.state == SUCCEEDED and outcome.metrics["val_acc"] > 0.8
+
+
+def test_class_names_given_as_a_parameter_are_saved_with_the_trained_model(tmp_path):
+    trainer, settings = make_trainer(tmp_path, class_names=["cup", "ball"])
+    assert trainer.run(TrainingRequest(epochs=1), settings).state == SUCCEEDED
+    assert (tmp_path / "model.classes.txt").read_text() == "cup\nball\n"

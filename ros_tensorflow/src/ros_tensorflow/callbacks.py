@@ -10,6 +10,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 METRIC_KEYS = {"loss": "loss", "acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
 
@@ -41,6 +42,36 @@ class CancelOnRequest(keras.callbacks.Callback):
         # Keras still validates the epoch it stopped in: cut that short too.
         if self.cancelled:
             self.model.stop_evaluating = True
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or Inf, or at an epoch's end whose weights are not all
+    finite (a single-batch epoch never reports the loss its update ruined); `reason` says which, else None.
+
+    Keras's TerminateOnNaN only stops: weights that diverged must not be committed, saved or served either.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.reason = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop(f"the loss became {float(loss)} in epoch {self._epoch}, batch {batch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.reason is None and not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            self._stop(f"the weights became NaN or Inf in epoch {epoch}")
+
+    def _stop(self, reason):
+        if self.reason is None:
+            self.reason = reason
+            self.model.stop_training = True
 
 
 class EpochEndReporter(keras.callbacks.Callback):

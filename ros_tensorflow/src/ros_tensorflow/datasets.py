@@ -33,9 +33,18 @@ def make_synthetic(n_samples=1000, input_dim=10, output_dim=2, n_draws=20, seed=
 
 
 def _shortened(name, limit=80):
-    """A name fit for a message: hostile names can be thousands of characters long."""
-    name = str(name)
+    """A name fit for a message: hostile names can be thousands of characters long, and a file name's bytes need
+    not be UTF-8 (Python keeps those as surrogates, which no ROS string can carry: shown as \\xff)."""
+    name = str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
+
+
+def _is_utf8(name):
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Datasets:
@@ -46,8 +55,18 @@ class Datasets:
     resolve outside data_dir are refused.
     """
 
-    def __init__(self, data_dir, input_shape, output_dim, sample_store=None, bag_topic="samples", input_scale=0.0):
-        """input_shape: the model's sample shape (an int: input_dim); input_scale: for images (~input_scale)."""
+    def __init__(
+        self,
+        data_dir,
+        input_shape,
+        output_dim,
+        sample_store=None,
+        bag_topic="samples",
+        input_scale=0.0,
+        max_image_pixels=0,
+    ):
+        """input_shape: the model's sample shape (an int: input_dim); input_scale and max_image_pixels: for images
+        (~input_scale, ~max_image_pixels)."""
         self.data_dir = pathlib.Path(data_dir).resolve()
         self.input_shape = shape_of(input_shape)
         self.input_dim = math.prod(self.input_shape)  # values per sample
@@ -55,6 +74,7 @@ class Datasets:
         self.sample_store = sample_store
         self.bag_topic = bag_topic
         self.input_scale = input_scale
+        self.max_image_pixels = max_image_pixels
         self.class_names = None  # set by loading an image folder: its sub-folders' names
 
     def load(self, name):
@@ -74,8 +94,8 @@ class Datasets:
         loader = {".npz": self._npz, ".csv": self._csv, ".bag": self._bag}.get(path.suffix)
         if loader is None:
             raise DatasetError(
-                f"unknown dataset '{name}' (known: synthetic, recorded, or a .npz, .csv or .bag file"
-                f" in {self.data_dir})"
+                f"unknown dataset '{name}' (known: synthetic, recorded, a .npz, .csv or .bag file, or a folder of"
+                f" images with one sub-folder per class, in {self.data_dir})"
             )
         if not path.exists():
             raise DatasetError(f"dataset file {path} not found")
@@ -182,12 +202,13 @@ class Datasets:
 
     def _image_samples(self, path, bag):
         """x, y of the ImageSample messages on bag_topic, each image converted as for prediction."""
-        from ros_tensorflow.images import image_sample  # only image datasets need OpenCV
+        from ros_tensorflow.images import image_sample, pixel_limit  # only image datasets need OpenCV
 
+        max_pixels = pixel_limit(self.max_image_pixels)
         data, labels = [], []
         for i, (_, msg, _) in enumerate(bag.read_messages(topics=[self.bag_topic])):
             try:
-                data.append(image_sample(msg.image, self.input_shape, self.input_scale))
+                data.append(image_sample(msg.image, self.input_shape, self.input_scale, max_pixels))
             except ValueError as error:
                 raise DatasetError(f"dataset file {path}: ImageSample {i} on {self.bag_topic}: {error}") from error
             labels.append(msg.label)
@@ -196,7 +217,7 @@ class Datasets:
     def _image_folder(self, path):
         """x, y of <path>/<class>/<image>.png|jpg, classes in the sorted order of their folders' names (the
         order keras.utils.image_dataset_from_directory gives them); their names become the model's."""
-        from ros_tensorflow.images import ImageError, decode_file, to_model_input
+        from ros_tensorflow.images import ImageError, decode_file, pixel_limit, to_model_input
 
         if len(self.input_shape) != 3:
             raise DatasetError(
@@ -204,11 +225,17 @@ class Datasets:
                 f" {list(self.input_shape)}: set ~input_shape, e.g. [28, 28, 1], for a fresh model"
             )
         classes = sorted(entry.name for entry in path.iterdir() if entry.is_dir())
+        for name in classes:
+            if not _is_utf8(name):  # it would become a class name, published in ROS strings
+                raise DatasetError(
+                    f"dataset folder {path}: the class folder name '{_shortened(name)}' is not UTF-8 text: rename it"
+                )
         if not 0 < len(classes) <= self.output_dim:
             raise DatasetError(
                 f"dataset folder {path} has {len(classes)} class folders ({', '.join(classes) or 'none'}),"
                 f" the model has {self.output_dim} classes"
             )
+        max_pixels = pixel_limit(self.max_image_pixels)
         data, labels = [], []
         for label, name in enumerate(classes):
             for file in sorted((path / name).iterdir()):
@@ -216,11 +243,11 @@ class Datasets:
                     continue
                 file = self._resolve(file)
                 if not file.is_file():
-                    raise DatasetError(f"dataset image {file} is not a regular file")
+                    raise DatasetError(f"dataset image {_shortened(file, 4096)} is not a regular file")
                 try:
-                    data.append(to_model_input(decode_file(file), self.input_shape, self.input_scale))
+                    data.append(to_model_input(decode_file(file, max_pixels), self.input_shape, self.input_scale))
                 except ImageError as error:
-                    raise DatasetError(f"dataset image {file}: {error}") from error
+                    raise DatasetError(f"dataset image {_shortened(file, 4096)}: {error}") from error
                 labels.append(label)
         if not data:
             raise DatasetError(f"dataset folder {path} holds no .png or .jpg images in {', '.join(classes)}")

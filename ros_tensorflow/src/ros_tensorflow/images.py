@@ -1,12 +1,18 @@
 """Camera images to model input: the common encodings, in the model's channels (RGB order), size and scale.
 
-Works on the fields of sensor_msgs/Image and CompressedImage messages with numpy and OpenCV; no rospy.
+Works on the fields of sensor_msgs/Image and CompressedImage messages with numpy, OpenCV and Pillow; no rospy.
 """
+
+import io
 
 import cv2
 import numpy as np
+import PIL
+import PIL.Image
 
-from ros_tensorflow.samples import as_samples
+from ros_tensorflow.samples import MEMORY_BYTES, as_samples
+
+PIL.Image.MAX_IMAGE_PIXELS = None  # Pillow only reads headers here; ~max_image_pixels is the limit, with the size
 
 # encoding: (channels, channel order as OpenCV's colour conversions name it, value type)
 ENCODINGS = {
@@ -28,12 +34,28 @@ class ImageError(ValueError):
     """An image that cannot be converted; says why."""
 
 
+def pixel_limit(max_image_pixels=0):
+    """~max_image_pixels, or for 0 as many pixels as fill 1/128 of this machine's memory at 8 bytes each (16-bit
+    RGBA): 25 million on 24 GiB, 4 million (a 1080p frame twice over) on 4 GiB. Decoding makes a few copies."""
+    return max_image_pixels or max(1, MEMORY_BYTES // 128 // 8)
+
+
+DEFAULT_PIXEL_LIMIT = pixel_limit()
+
+
+def _check_size(width, height, max_pixels):
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image of {width} x {height} = {width * height} pixels, more than ~max_image_pixels allows ({max_pixels})"
+        )
+
+
 def default_scale(dtype):
     """What values are multiplied by when ~input_scale is 0: 8-bit to [0, 1], 16-bit to [0, 1], float as it is."""
     return {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}.get(np.dtype(dtype), 1.0)
 
 
-def decode(image):
+def decode(image, max_pixels=DEFAULT_PIXEL_LIMIT):
     """A sensor_msgs/Image as an (height, width, channels) array in RGB order (grey: 1 channel).
 
     Read with numpy rather than cv_bridge: Debian's cv_bridge (1.16) ignores `step` and reads the
@@ -43,6 +65,7 @@ def decode(image):
         raise ImageError(f"unknown encoding {image.encoding!r} (known: {', '.join(ENCODINGS)})")
     if image.height == 0 or image.width == 0:
         raise ImageError(f"image of size {image.width} x {image.height}")
+    _check_size(image.width, image.height, max_pixels)
     channels, order, value_type = ENCODINGS[image.encoding]
     dtype = np.dtype(value_type).newbyteorder(">" if image.is_bigendian else "<")
     row_bytes = image.width * channels * dtype.itemsize
@@ -56,19 +79,47 @@ def decode(image):
     return _in_rgb_order(pixels.reshape(image.height, image.width, channels), order)
 
 
-def decode_compressed(image):
+def decode_compressed(image, max_pixels=DEFAULT_PIXEL_LIMIT):
     """A sensor_msgs/CompressedImage (jpeg, png) as an (height, width, channels) array in RGB order."""
-    array = cv2.imdecode(np.frombuffer(bytes(image.data), np.uint8), cv2.IMREAD_UNCHANGED)
-    if array is None or array.size == 0:
-        raise ImageError(f"the {image.format or 'compressed'} image cannot be decoded ({len(image.data)} bytes)")
-    return _decoded_in_rgb_order(array)
+    return _decoded(
+        bytes(image.data), f"the {image.format or 'compressed'} image ({len(image.data)} bytes)", max_pixels
+    )
 
 
-def decode_file(path):
-    """A .png or .jpg file as an (height, width, channels) array in RGB order."""
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def decode_file(path, max_pixels=DEFAULT_PIXEL_LIMIT):
+    """A .png or .jpg file as an (height, width, channels) array in RGB order.
+
+    Read by Python, decoded from memory: OpenCV's imread crashed the process (SIGSEGV) on a file name that is not
+    UTF-8. A file larger than any image within max_pixels (8 bytes a pixel) is not read."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(max_pixels * 8 + 1)
+    except OSError as error:
+        raise ImageError(f"cannot be read: {error.strerror}") from None
+    if len(data) > max_pixels * 8:
+        raise ImageError(f"larger than any image of at most ~max_image_pixels ({max_pixels}) pixels")
+    return _decoded(data, "the file", max_pixels)
+
+
+def _declared_size(data, what):
+    """(width, height) from the header alone: a 389 kB PNG can declare 20000 x 20000 pixels (1.6 GB decoded)."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as header:  # reads the header, decodes nothing
+            return header.size
+    except PIL.UnidentifiedImageError:
+        raise ImageError(f"{what} cannot be decoded: not a jpeg or png image") from None
+    except (OSError, ValueError, SyntaxError) as error:  # UnidentifiedImageError is an OSError
+        raise ImageError(f"{what} cannot be decoded: {error}") from None
+
+
+def _decoded(data, what, max_pixels):
+    _check_size(*_declared_size(data, what), max_pixels)
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        raise ImageError(f"{what} cannot be decoded: {error.err}") from None
     if array is None or array.size == 0:
-        raise ImageError("cannot be read as an image (not a readable .png or .jpg)")
+        raise ImageError(f"{what} cannot be decoded")
     return _decoded_in_rgb_order(array)
 
 
@@ -106,12 +157,12 @@ def to_model_input(array, input_shape, scale=0.0):
     return array.astype(np.float64) * (scale or default_scale(array.dtype))
 
 
-def decode_message(image):
+def decode_message(image, max_pixels=DEFAULT_PIXEL_LIMIT):
     """A sensor_msgs/Image or CompressedImage as an (height, width, channels) array in RGB order."""
-    return decode_compressed(image) if hasattr(image, "format") else decode(image)
+    return decode_compressed(image, max_pixels) if hasattr(image, "format") else decode(image, max_pixels)
 
 
-def image_sample(image, input_shape, scale=0.0):
+def image_sample(image, input_shape, scale=0.0, max_pixels=DEFAULT_PIXEL_LIMIT):
     """One sample, shape (1, *input_shape), of a decoded image array (decode_message) or a sensor_msgs/Image
     or CompressedImage; ImageError says why not."""
     if len(input_shape) != 3:
@@ -119,7 +170,7 @@ def image_sample(image, input_shape, scale=0.0):
             f"the model takes samples of shape {list(input_shape)}, not images (height, width, channels):"
             " set ~input_shape, e.g. [28, 28, 1], for a fresh model"
         )
-    array = image if isinstance(image, np.ndarray) else decode_message(image)
+    array = image if isinstance(image, np.ndarray) else decode_message(image, max_pixels)
     try:
         return as_samples(to_model_input(array, input_shape, scale)[np.newaxis], input_shape)
     except ImageError:

@@ -17,7 +17,8 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-QUANTIZATIONS = ("none", "float16", "dynamic")
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+REPRESENTATIVE_SAMPLES = 300  # of a goal's training data, to calibrate a full-integer (int8) model
 LARGEST_BATCH = 256  # interpreters are kept for 1, 2, 4 ... 256 samples; more are predicted in chunks
 
 
@@ -29,14 +30,19 @@ class ConverterDied(ConversionError):
     """The converter process ended mid-conversion (killed, out of memory): the model may well convert."""
 
 
-def short_reason(error):
-    """The converter's errors run to pages of MLIR: its type and first line say enough for a log or a result."""
+def short_reason(error, limit=200):
+    """The converter's errors run to pages of MLIR: its type and first line say enough for a log or a result (a
+    longer line is cut after a whole word)."""
     first_line = (str(error).splitlines() or [""])[0]
-    return f"{type(error).__name__}: {first_line[:160]}"
+    if len(first_line) > limit:
+        first_line = first_line[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(error).__name__}: {first_line}"
 
 
-def to_tflite(model, quantization="none"):
-    """The model as a TFLite flatbuffer: as it is, float16 weights, or dynamic-range int8 weights."""
+def to_tflite(model, quantization="none", representative=None):
+    """The model as a TFLite flatbuffer: as it is, float16 weights, dynamic-range int8 weights, or int8 weights and
+    activations with int8 input and output (what the Edge TPU and most NPUs run), calibrated on representative
+    samples (an array of them)."""
     import tensorflow as tf  # only the converter process and the benchmark convert in-process
 
     if quantization not in QUANTIZATIONS:
@@ -46,6 +52,13 @@ def to_tflite(model, quantization="none"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        if representative is None or not len(representative):
+            raise ValueError("an int8 model needs representative samples to calibrate its activations")
+        samples = np.asarray(representative, np.float32)
+        converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
     return converter.convert()
 
 
@@ -62,8 +75,9 @@ class ConverterProcess:
         self._process = None
         self._closed = False
 
-    def convert(self, architecture, weights, quantization="none", still_wanted=lambda: True):
-        """(flatbuffer, seconds the conversion took) of the model whose to_json() is architecture, with weights;
+    def convert(self, architecture, weights, quantization="none", still_wanted=lambda: True, representative=None):
+        """(flatbuffer, seconds the conversion took) of the model whose to_json() is architecture, with weights
+        (representative: samples that calibrate an int8 model);
         ConversionError if it cannot be converted. None if still_wanted() is false once the converter is free:
         models replaced while they waited (reloads in a row) are not converted for nothing."""
         with self._lock:
@@ -75,7 +89,7 @@ class ConverterProcess:
                 self._process = self._start()
             process = self._process
             try:
-                pickle.dump((architecture, weights, quantization), process.stdin)
+                pickle.dump((architecture, weights, quantization, representative), process.stdin)
                 process.stdin.flush()
                 ok, payload, seconds = pickle.load(process.stdout)
             except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
@@ -113,7 +127,8 @@ class ConverterProcess:
 
 
 def _serve_conversions():
-    """The converter process: (architecture, weights, quantization) in, (ok, flatbuffer or reason, seconds) out."""
+    """The converter process: (architecture, weights, quantization, representative samples or None) in, (ok,
+    flatbuffer or reason, seconds) out."""
     os.nice(19)  # training and predictions come first
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the converter prints its progress: not into the replies
@@ -132,7 +147,7 @@ def _serve_conversions():
             if request[0] != architecture:
                 architecture, model = request[0], keras.models.model_from_json(request[0])
             model.set_weights(request[1])
-            reply = (True, to_tflite(model, request[2]))
+            reply = (True, to_tflite(model, request[2], request[3]))
         except Exception as error:  # noqa: BLE001 - any op LiteRT lacks: the node keeps TensorFlow serving
             architecture, reply = None, (False, short_reason(error))
         pickle.dump((*reply, time.monotonic() - started), replies)
@@ -149,7 +164,10 @@ class LiteRtModel:
 
     Interpreters are not thread-safe, and resizing one re-allocates it: so each batch size has its
     own, built up front, a batch is padded to the next size, and one lock guards them all (a call
-    takes microseconds).
+    takes microseconds). A model whose batch size cannot change (many models made for microcontrollers
+    and accelerators take exactly one sample) gets the one interpreter, called once per sample.
+    Quantized models (int8 or uint8 input and output, as the Edge TPU needs) take and give real values
+    here: the input is quantized and the output dequantized with each tensor's scale and zero point.
     """
 
     def __init__(self, flatbuffer):
@@ -157,28 +175,61 @@ class LiteRtModel:
         self._interpreters = {}
         size = 1
         while size <= LARGEST_BATCH:
-            interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
-            details = interpreter.get_input_details()[0]
-            interpreter.resize_tensor_input(details["index"], [size, *details["shape"][1:]])
-            interpreter.allocate_tensors()
-            output = interpreter.get_output_details()[0]["index"]
-            self._interpreters[size] = (interpreter, details["index"], output)
+            try:
+                self._interpreters[size] = self._interpreter(flatbuffer, size)
+            except (RuntimeError, ValueError):  # a batch size fixed in the model's ops
+                if size == 1:
+                    raise
+                break
             size *= 2
+        self._largest = max(self._interpreters)
+        interpreter = self._interpreters[1][0]
+        given, wanted = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        if len(wanted["shape"]) != 2:
+            raise ValueError(f"expected an output of shape (k, classes), got {list(wanted['shape'])}")
+        self.input_shape = tuple(int(size) for size in given["shape"][1:])
+        self.output_dim = int(wanted["shape"][1])
+        self._input_type, self._input_quantization = given["dtype"], given["quantization"]
+        self._output_quantization = wanted["quantization"] if wanted["dtype"] in (np.int8, np.uint8) else None
+        if self._input_type not in (np.float32, np.int8, np.uint8):
+            raise ValueError(f"expected a float32, int8 or uint8 input, got {np.dtype(self._input_type).name}")
+
+    @staticmethod
+    def _interpreter(flatbuffer, size):
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        if size != inputs[0]["shape"][0]:
+            interpreter.resize_tensor_input(inputs[0]["index"], [size, *inputs[0]["shape"][1:]])
+        interpreter.allocate_tensors()
+        return interpreter, inputs[0]["index"], outputs[0]["index"]
+
+    def _quantized(self, x):
+        if self._input_type == np.float32:
+            return x
+        scale, zero_point = self._input_quantization
+        info = np.iinfo(self._input_type)
+        return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(self._input_type)
 
     def predict(self, x):
-        """Output for x, shape (k, input_dim) float32, any k >= 1."""
-        if len(x) > LARGEST_BATCH:
-            return np.concatenate([self.predict(x[i : i + LARGEST_BATCH]) for i in range(0, len(x), LARGEST_BATCH)])
+        """Output for x, shape (k, *input_shape) float32, any k >= 1, as float32."""
+        if len(x) > self._largest:
+            chunks = range(0, len(x), self._largest)
+            return np.concatenate([self.predict(x[i : i + self._largest]) for i in chunks])
         k = len(x)
         size = 1 << (k - 1).bit_length()
         if size != k:
             x = np.concatenate([x, np.zeros((size - k, *x.shape[1:]), np.float32)])
         interpreter, input_index, output_index = self._interpreters[size]
         with self._lock:
-            interpreter.set_tensor(input_index, x)
+            interpreter.set_tensor(input_index, self._quantized(x))
             interpreter.invoke()
-            output = interpreter.get_tensor(output_index)
-        return output[:k]
+            output = interpreter.get_tensor(output_index)[:k]
+        if self._output_quantization is not None:
+            scale, zero_point = self._output_quantization
+            output = (output.astype(np.float32) - zero_point) * scale
+        return output
 
 
 class LiteRtServing:
@@ -201,6 +252,7 @@ class LiteRtServing:
         self._converter = converter
         self._log = log or logging.getLogger(__name__)
         self._pending = None  # (commit, weights, committed at, epoch_end) waiting to be converted
+        self._newest_commit = None
         self._resume_at = 0.0  # when an epoch's commit may be converted
         self._wakeup = threading.Condition()
         self._served = (None, None, None)  # (commit, LiteRtModel, flatbuffer)
@@ -224,6 +276,7 @@ class LiteRtServing:
     def submit(self, commit, weights, epoch_end=False):
         with self._wakeup:
             self._pending = (commit, weights, time.monotonic(), epoch_end)
+            self._newest_commit = commit
             self._wakeup.notify()
 
     def model_for(self, commit):
@@ -231,11 +284,15 @@ class LiteRtServing:
         return model if served_commit == commit else None
 
     def wait_until_serving(self, commit, timeout):
-        """True once commit is served by LiteRT; False if it cannot be, the model was replaced or the node shuts
-        down first (close()), or timeout passes (tests; the export)."""
+        """True once commit is served by LiteRT; False if it never will be (it cannot be converted, a newer commit
+        came, the model was replaced or the node shuts down: close()), or timeout passes (tests; the export)."""
         deadline = time.monotonic() + timeout
         while (
-            self.serving_commit != commit and self.failed is None and not self._closed and time.monotonic() < deadline
+            self.serving_commit != commit
+            and self._newest_commit == commit
+            and self.failed is None
+            and not self._closed
+            and time.monotonic() < deadline
         ):
             time.sleep(0.01)
         return self.serving_commit == commit

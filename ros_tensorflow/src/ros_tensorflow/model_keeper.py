@@ -2,12 +2,23 @@
 
 import concurrent.futures
 import contextlib
+import dataclasses
+import hashlib
 import logging
+import math
 import os
 import threading
+import time
 
 import tensorflow as tf
 
+from ros_tensorflow.files import (
+    load_class_names,
+    load_model_info,
+    save_class_names,
+    save_model_info,
+    tflite_path,
+)
 from ros_tensorflow.litert import ConversionError, ConverterProcess
 from ros_tensorflow.model import ModelWrapper
 from ros_tensorflow.persistence import (
@@ -15,9 +26,7 @@ from ros_tensorflow.persistence import (
     backup_path,
     export_tflite,
     file_digest,
-    load_class_names,
     load_model,
-    save_class_names,
     save_model,
 )
 from ros_tensorflow.tf_context import free_released_memory
@@ -25,6 +34,18 @@ from ros_tensorflow.tf_context import free_released_memory
 
 class ModelBusyError(RuntimeError):
     """Refused because a training holds the model."""
+
+
+@dataclasses.dataclass
+class ExportedModel:
+    """A model as it travels to serving nodes: its .tflite flatbuffer, sizes, class names, and its info (version,
+    stamp, source, sha256 and the metrics it was trained to)."""
+
+    flatbuffer: bytes
+    input_shape: tuple
+    output_dim: int
+    class_names: list
+    info: dict
 
 
 class ModelKeeper:
@@ -36,10 +57,14 @@ class ModelKeeper:
     says why the file at `path` is not in use, while a corrupt file forced a fallback.
     """
 
-    def __init__(self, path, fresh_model, log=None, serving_backend="tensorflow", device=""):
+    def __init__(self, path, fresh_model, log=None, serving_backend="tensorflow", device="", name=""):
         """fresh_model: ModelWrapper keyword arguments (Settings.fresh_model());
-        every model is served by serving_backend and built (so trained and served by TensorFlow) on device."""
+        every model is served by serving_backend and built (so trained and served by TensorFlow) on device;
+        name: the source named in the info of each export (the node's name)."""
         self.path = str(path)
+        self.name = name
+        self.on_export = None  # called with each ExportedModel, on the export thread
+        self.exported = None  # the last ExportedModel
         self._fresh_model = fresh_model
         self._log = log or logging.getLogger(__name__)
         self._serving_backend = serving_backend
@@ -49,8 +74,12 @@ class ModelKeeper:
         self._training_lock = threading.Lock()
         self._good_files = set()  # digests of model files loaded or saved: a save keeps those as backup
         self._served_by_earlier_models = 0
+        self._unfinished_exports = []
         self.fallback_error = None
         self.wrapper, self.source = self._load_at_startup()
+        self.version = load_model_info(self.path).get("version", 0) if self.source == self.path else 0
+        if not isinstance(self.version, int):
+            self.version = 0
 
     @property
     def predictions_served(self):
@@ -83,7 +112,10 @@ class ModelKeeper:
             wrapper = self._wrapper(model, trainable=trainable, learning_rate=self._fresh_model["learning_rate"])
         except Exception as error:  # noqa: BLE001 - e.g. a model Keras cannot clone: fall back, do not crash
             raise ModelFileError(f"cannot use the model {path}: {error}") from error
-        wrapper.class_names = load_class_names(path)
+        try:
+            wrapper.class_names = load_class_names(path)
+        except ModelFileError as error:  # the names are auxiliary: a bad byte must not cost a good model
+            self._log.warning("%s: the model is used without its class names (~class_names name its classes)", error)
         if os.path.isfile(path):
             self._good_files.add(file_digest(path))
         sizes = (list(wrapper.input_shape), wrapper.output_dim)
@@ -97,7 +129,11 @@ class ModelKeeper:
                 *asked,
             )
         if not trainable:
-            self._log.warning("model %s is a SavedModel: served for prediction only, train goals are refused", path)
+            self._log.warning(
+                "model %s is a SavedModel: served for prediction only, by TensorFlow (LiteRT serves Keras models);"
+                " train goals are refused",
+                path,
+            )
         return wrapper
 
     @contextlib.contextmanager
@@ -118,50 +154,104 @@ class ModelKeeper:
             finally:
                 free_released_memory()
 
-    def save(self):
-        """Save now; ModelBusyError while a training holds the model, ModelFileError if it cannot be saved."""
+    def save(self, class_names=()):
+        """Save now (write()); ModelBusyError while a training holds the model, ModelFileError if it cannot be."""
         with self._exclusive("a training runs: the model is saved when it ends"):
-            self.write()
+            self.write(class_names)
 
-    def write(self):
-        """Save the model in use to path. The trainer calls this while it holds the model."""
+    def write(self, class_names=()):
+        """Save the model in use to path, with its class names, else class_names (~class_names), which become
+        its own. The trainer calls this while it holds the model."""
         if not self.wrapper.trainable:
             raise ModelFileError(f"the model from {self.source} is a SavedModel and is not saved")
-        self._good_files.add(save_model(self.wrapper.model, self.path, self._good_files))
+        self.wrapper.class_names = self.wrapper.class_names or list(class_names)
+        digest, set_aside = save_model(self.wrapper.model, self.path, self._good_files)
+        if set_aside:
+            self._log.warning(
+                "%s was not a model this node could use: kept as %s, not overwritten; the trained model is saved as %s",
+                self.path,
+                set_aside,
+                self.path,
+            )
+        self._good_files.add(digest)
         save_class_names(self.wrapper.class_names, self.path)
         self.source, self.fallback_error = self.path, None
 
-    def export_tflite(self, quantization="none"):
+    def export_tflite(self, quantization="none", metrics=None, representative=None):
         """Write <path stem>.tflite of the weights committed now beside the model, on a thread of its own (a
         conversion takes a quarter to half a second that a goal need not wait for); logs the path or why not.
+        Each export is a new version: its info (version, metrics) is written beside it, and on_export told.
 
         Returns a Future of the path (ModelFileError if not exported). Exports are written in order.
         """
         wrapper = self.wrapper
         snapshot = (wrapper, wrapper.commit_count, wrapper.model.to_json(), wrapper.model.get_weights())
-        return self._exports.submit(self._export, *snapshot, quantization)
+        future = self._exports.submit(self._export, *snapshot, quantization, metrics or {}, representative)
+        self._unfinished_exports = [f for f in self._unfinished_exports if not f.done()] + [future]
+        return future
 
-    def _export(self, wrapper, commit, architecture, weights, quantization):
+    def _export(self, wrapper, commit, architecture, weights, quantization, metrics, representative):
         litert = wrapper.litert
         try:
+            # LiteRT's conversion of this commit, unless it will not be served: a later goal's commits or a reload
+            # replace it (then this waited 120 s), or the node shuts down.
             if quantization == "none" and litert and litert.wait_until_serving(commit, timeout=120):
-                flatbuffer = litert.flatbuffer_for(commit)  # converted for serving already
+                flatbuffer = litert.flatbuffer_for(commit)
             else:
                 try:
-                    flatbuffer, _ = self._converter.convert(architecture, weights, quantization)
+                    flatbuffer, _ = self._converter.convert(
+                        architecture, weights, quantization, representative=representative
+                    )
                 except ConversionError as error:
                     raise ModelFileError(f"cannot convert the model to TFLite: {error}") from error
             path = export_tflite(flatbuffer, self.path)
+            info = {name: float(metrics.get(name, math.nan)) for name in ("loss", "acc", "val_loss", "val_acc")}
+            info.update(version=self.version + 1, stamp=time.time(), source=self.name, quantization=quantization)
+            info["sha256"] = hashlib.sha256(flatbuffer).hexdigest()
+            save_model_info(info, self.path)
         except ModelFileError as error:
             self._log.warning("the model is saved but not exported to TFLite: %s", error)
             raise
-        self._log.info("exported %s", path)
+        self.version = info["version"]
+        if wrapper.commit_count == commit:  # predictions come from the weights exported: say which version
+            wrapper.version = self.version
+        self._log.info("exported %s (version %d)", path, self.version)
+        self._announce(ExportedModel(flatbuffer, wrapper.input_shape, wrapper.output_dim, wrapper.class_names, info))
         return path
 
+    def _announce(self, exported):
+        self.exported = exported
+        if self.on_export:
+            self.on_export(exported)
+
+    def announce_at_startup(self):
+        """The model loaded from path, as exported before (on_export told), if its .tflite is in step; else export
+        it now (a shutdown skipped its export, or it never had one). Returns the export's Future, or None."""
+        if self.source != self.path or not self.wrapper.trainable:
+            return None
+        exported, info = tflite_path(self.path), load_model_info(self.path)
+        in_step = exported.exists() and exported.stat().st_mtime >= os.stat(self.path).st_mtime
+        if not in_step or not isinstance(info.get("version"), int):
+            return self.export_tflite()
+        flatbuffer = exported.read_bytes()
+        if hashlib.sha256(flatbuffer).hexdigest() != info.get("sha256"):
+            return self.export_tflite()
+        wrapper = self.wrapper
+        wrapper.version = info["version"]
+        self._announce(ExportedModel(flatbuffer, wrapper.input_shape, wrapper.output_dim, wrapper.class_names, info))
+        return None
+
     def close(self):
-        """Stop the conversions: the node is shutting down."""
-        self._exports.shutdown(wait=False, cancel_futures=True)
+        """Stop the conversions: the node is shutting down. An export under way or waiting is skipped (a cold
+        converter would hold the shutdown for seconds) and the log says so; the next start exports again."""
         self.wrapper.close()
+        self._exports.shutdown(wait=False, cancel_futures=True)
+        if any(not export.done() for export in self._unfinished_exports):
+            self._log.warning(
+                "shutting down before the .tflite export finished: %s is not %s's yet; the next start exports it",
+                tflite_path(self.path),
+                self.path,
+            )
         self._converter.close()
 
     def reload(self):

@@ -3,75 +3,21 @@
 import hashlib
 import os
 import pathlib
-import secrets
 import shutil
+import time
 import zipfile
 
 import keras
 
+from ros_tensorflow.files import ModelFileError, replace_atomically, tflite_path, write_file
 
-class ModelFileError(RuntimeError):
-    """A model file that cannot be loaded or saved; the message names it and the cause."""
+__all__ = ["ModelFileError", "backup_path", "export_tflite", "file_digest", "load_model", "save_model"]
 
 
 def backup_path(path):
     """model.keras -> model.backup.keras: keeps the extension Keras loads by."""
     path = pathlib.Path(path)
     return path.with_name(f"{path.stem}.backup{path.suffix}")
-
-
-def _replace_atomically(write, path):
-    """write(tmp_path) in path's folder, then rename over path: a reader sees the old file or the new, whole."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}{path.suffix}")
-    # Created as open() would (0666 less the umask), not mkstemp's 0600: the model keeps a normal file's mode.
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        write(tmp)
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _write_file(path, data):
-    """Write bytes to path atomically (as models are); ModelFileError says why not."""
-    try:
-        _replace_atomically(lambda tmp: pathlib.Path(tmp).write_bytes(data), path)
-    except OSError as error:
-        raise ModelFileError(f"cannot write {path}: {error}") from error
-
-
-def class_names_path(model_path):
-    """<model file stem>.classes.txt beside the model: one class name per line."""
-    return pathlib.Path(model_path).with_suffix(".classes.txt")
-
-
-def save_class_names(names, model_path):
-    """Write the model's class names beside it, atomically; none: remove a file an earlier model left."""
-    path = class_names_path(model_path)
-    if not names:
-        path.unlink(missing_ok=True)
-        return
-    _write_file(path, "".join(f"{name}\n" for name in names).encode())
-
-
-def load_class_names(model_path):
-    """The class names saved beside a model, or [] if it has none."""
-    try:
-        return class_names_path(model_path).read_text(encoding="utf-8").splitlines()
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    except (OSError, UnicodeDecodeError) as error:
-        raise ModelFileError(f"cannot read {class_names_path(model_path)}: {error}") from error
 
 
 def file_digest(path):
@@ -81,29 +27,35 @@ def file_digest(path):
 
 
 def save_model(model, path, known_good=()):
-    """Save model to path (.keras or .h5) atomically; returns the new file's digest.
+    """Save model to path (.keras or .h5) atomically; returns (the new file's digest, where the file that was at
+    path was set aside, or None).
 
-    The file it replaces becomes the backup only if it is a model: one whose
-    digest is in known_good (loaded or saved before), or else one that loads
-    now. A corrupt file never replaces the backup, which may be the only good
-    model left.
+    The file it replaces becomes the backup only if it is a model: one whose digest is in known_good (loaded or
+    saved before), or else one that loads now. Any other file (corrupt, or a user's model the node cannot use: two
+    outputs, a custom layer) is renamed to <stem>.unusable-<date>-<time><ext> beside it, never overwritten: it may
+    be someone's only copy, and the backup may be the only good model left.
     """
     path = pathlib.Path(path)
     if path.suffix not in (".keras", ".h5"):
         raise ModelFileError(f"cannot save to {path}: the model path must end in .keras or .h5")
+    set_aside = None
     try:
-        if path.is_file() and _is_loadable(path, known_good):
-            _replace_atomically(lambda tmp: shutil.copyfile(path, tmp), backup_path(path))
-        _replace_atomically(model.save, path)
-        return file_digest(path)
+        if path.is_file():
+            if _is_loadable(path, known_good):
+                replace_atomically(lambda tmp: shutil.copyfile(path, tmp), backup_path(path))
+            else:
+                set_aside = path.with_name(f"{path.stem}.unusable-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+                os.link(path, set_aside)  # fails rather than replace a file of that name; path stays until the save
+        replace_atomically(model.save, path)
+        return file_digest(path), set_aside
     except OSError as error:
         raise ModelFileError(f"cannot save the model to {path}: {error}") from error
 
 
 def export_tflite(flatbuffer, model_path):
     """Write flatbuffer as <model file stem>.tflite beside the model file, atomically; returns its path."""
-    path = pathlib.Path(model_path).with_suffix(".tflite")
-    _write_file(path, flatbuffer)
+    path = tflite_path(model_path)
+    write_file(path, flatbuffer)
     return str(path)
 
 
@@ -194,7 +146,7 @@ def _saved_model_for_prediction(path):
 
 
 def check_classifier_shape(model, path):
-    """The node feeds (k, input_dim) and reads (k, output_dim): refuse other shapes with a clear message."""
+    """The node feeds (k, *sample shape) and reads (k, classes) of a classifier: refuse anything else clearly."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelFileError(f"{path}: expected a model with one input and one output")
     in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
@@ -202,4 +154,18 @@ def check_classifier_shape(model, path):
         raise ModelFileError(
             f"{path}: expected input (k, *sample shape), every size known, and output (k, classes),"
             f" got {in_shape} -> {out_shape}"
+        )
+    if out_shape[1] < 2:
+        raise ModelFileError(
+            f"{path}: one output value per sample: a regression or single-unit (sigmoid) model. The node serves and"
+            " trains classifiers only: one output per class, 2 or more, e.g. a softmax"
+        )
+    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+    if loss is None:  # uncompiled: the node compiles it as a classifier
+        return
+    loss_name = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", str(loss))
+    if "crossentropy" not in str(loss_name).lower():
+        raise ModelFileError(
+            f"{path}: compiled with the loss {loss_name!r}, a regression loss. The node serves and trains"
+            " classifiers only (sparse categorical cross-entropy on class labels)"
         )

@@ -99,6 +99,15 @@ def check_validation_split(n_samples, validation_split):
         )
 
 
+def check_output(output):
+    """The model's output, unless a sample's is NaN or Inf (values that fit float32 but overflow inside the model):
+    ValueError then, for the node never answers NaN."""
+    if not np.isfinite(output).all():
+        bad = np.flatnonzero(~np.isfinite(output).all(axis=1)).tolist()
+        raise ValueError(f"the model's output is NaN or Inf for samples {bad}: their values overflow in float32")
+    return output
+
+
 def classify(output):
     """Per-sample class (argmax) and its output value, for an output of shape (k, output_dim)."""
     classes = np.argmax(output, axis=1)

@@ -1,54 +1,88 @@
-"""The node's parameters: each one's default, type and rule, in one place.
+"""The nodes' parameters: each one's default, type, rule and node, in one place.
 
-config/default.yaml, the README's table and cfg/RosTensorflow.cfg (dynamic_reconfigure) all follow
-PARAMETERS; a test checks that the first two agree, and the .cfg reads it.
+config/default.yaml and config/serve.yaml, the README's table and the cfg/*.cfg (dynamic_reconfigure) all follow
+PARAMETERS; a test checks that the first three agree, and the .cfg files read it.
 """
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True)
 class Parameter:
     default: object
-    rule: str  # 'int > 0', 'int >= 0', '>= 0' (a number), 'str', 'bool', 'list of int > 0' or 'one of: a, b'
+    # 'int > 0', 'int > 1', 'int >= 0', 'finite >= 0' (a number), 'str', 'bool', 'list of int > 0', 'one of: a, b'
+    rule: str
     description: str
     reconfigurable: bool = False  # may change while the node runs (dynamic_reconfigure)
+    node: str = "both"  # which node has it: 'train' (node.py), 'serve' (serve_node.py) or 'both'
 
 
 PARAMETERS = {
-    "input_dim": Parameter(10, "int > 0", "values per sample of a fresh model"),
-    "output_dim": Parameter(2, "int > 0", "classes of a fresh model"),
-    "hidden_units": Parameter(32, "int > 0", "units of a fresh model's hidden layer"),
-    "input_shape": Parameter([], "list of int > 0", "a fresh model's sample shape, e.g. [28, 28, 1]; []: [input_dim]"),
-    "architecture": Parameter(
-        "auto", "one of: auto, mlp, cnn", "a fresh model's layers; auto: cnn for rank 3, else mlp"
+    "input_dim": Parameter(10, "int > 0", "values per sample of a fresh model", node="train"),
+    "output_dim": Parameter(2, "int > 1", "classes of a fresh model", node="train"),
+    "hidden_units": Parameter(32, "int > 0", "units of a fresh model's hidden layer", node="train"),
+    "input_shape": Parameter(
+        [], "list of int > 0", "a fresh model's sample shape, e.g. [28, 28, 1]; []: [input_dim]; serving: a pin"
     ),
-    "learning_rate": Parameter(0.1, ">= 0", "SGD learning rate; set while running: of every goal from then on", True),
-    "batch_size": Parameter(32, "int > 0", "used when a goal's batch_size is 0", True),
-    "dataset": Parameter("synthetic", "str", "used when a goal's dataset is ''"),
-    "loop_rate": Parameter(1.0, ">= 0", "Hz of the main-loop prediction demo; 0: off", True),
+    "architecture": Parameter(
+        "auto", "one of: auto, mlp, cnn", "a fresh model's layers; auto: cnn for rank 3, else mlp", node="train"
+    ),
+    "learning_rate": Parameter(
+        0.0,
+        "finite >= 0",
+        "0: SGD 0.1 (mlp), Adam 0.003 (cnn); set while running: of every goal from then on",
+        True,
+        node="train",
+    ),
+    "batch_size": Parameter(32, "int > 0", "used when a goal's batch_size is 0", True, node="train"),
+    "dataset": Parameter("synthetic", "str", "used when a goal's dataset is ''", node="train"),
+    "loop_rate": Parameter(1.0, "finite >= 0", "Hz of the main-loop prediction demo; 0: off", True, node="train"),
     "max_batch": Parameter(256, "int > 0", "most samples per model call on the ~input stream", True),
     "queue_size": Parameter(100, "int > 0", "~input messages waiting; beyond it the oldest are dropped", True),
     "image_queue_size": Parameter(
         1, "int > 0", "~image frames waiting while the model is busy; older are dropped", True
     ),
-    "input_scale": Parameter(0.0, ">= 0", "image values are multiplied by it; 0: 1/255 for 8-bit, 1/65535 for 16-bit"),
+    "input_scale": Parameter(
+        0.0, "finite >= 0", "image values are multiplied by it; 0: 1/255 for 8-bit, 1/65535 for 16-bit"
+    ),
     "class_names": Parameter([], "list of str", "one name per class, for the labels of predictions"),
     "publish_queue_size": Parameter(0, "int >= 0", "~prediction publisher's rospy queue_size; 0: synchronous"),
     "data_dir": Parameter("", "str", "'': $ROS_HOME/ros_tensorflow"),
-    "model_path": Parameter("", "str", "'': <data_dir>/model.keras"),
-    "bag_topic": Parameter("", "str", "topic of Sample messages in .bag datasets; '': this node's ~samples"),
-    "early_stopping_patience": Parameter(0, "int >= 0", "epochs without improvement before stopping; 0: off", True),
-    "save_on_cancel": Parameter(False, "bool", "also save the model when a goal is cancelled", True),
-    "tensorboard_dir": Parameter("", "str", "'': no TensorBoard logs"),
-    "allow_training": Parameter(True, "bool", "false: train goals, recording, ~clear_samples and ~reload are refused"),
+    "model_path": Parameter("", "str", "'': <data_dir>/model.keras (serving node: model.tflite)"),
+    "bag_topic": Parameter(
+        "", "str", "topic of Sample messages in .bag datasets; '': this node's ~samples", node="train"
+    ),
+    "early_stopping_patience": Parameter(
+        0, "int >= 0", "epochs without improvement before stopping; 0: off", True, node="train"
+    ),
+    "save_on_cancel": Parameter(False, "bool", "also save the model when a goal is cancelled", True, node="train"),
+    "tensorboard_dir": Parameter("", "str", "'': no TensorBoard logs", node="train"),
+    "allow_training": Parameter(
+        True, "bool", "false: train goals, recording, ~clear_samples and ~reload are refused", node="train"
+    ),
     "max_request_samples": Parameter(
         0, "int >= 0", "most samples one request or message may hold; 0: 1/4096 of this machine's memory", True
     ),
-    "serving_backend": Parameter("litert", "one of: litert, tensorflow", "what answers predictions"),
-    "tflite_quantization": Parameter("none", "one of: none, float16, dynamic", "of the exported .tflite"),
-    "device": Parameter("", "str", "TensorFlow device for training and TensorFlow serving; '': TensorFlow's choice"),
-    "gpu_memory_growth": Parameter(True, "bool", "let TensorFlow take GPU memory as it needs it, not all at once"),
+    "max_image_pixels": Parameter(
+        0, "int >= 0", "largest image (width x height) decoded; 0: 8 bytes a pixel fill 1/128 of the memory", True
+    ),
+    "serving_backend": Parameter("litert", "one of: litert, tensorflow", "what answers predictions", node="train"),
+    "tflite_quantization": Parameter(
+        "none", "one of: none, float16, dynamic, int8", "of the exported .tflite", node="train"
+    ),
+    "model_topic": Parameter(
+        "",
+        "str",
+        "a trainer's ~model topic: serve each model it publishes; '': only the model at ~model_path",
+        node="serve",
+    ),
+    "device": Parameter(
+        "", "str", "TensorFlow device for training and TensorFlow serving; '': TensorFlow's choice", node="train"
+    ),
+    "gpu_memory_growth": Parameter(
+        True, "bool", "let TensorFlow take GPU memory as it needs it, not all at once", node="train"
+    ),
 }
 
 
@@ -64,10 +98,29 @@ def _obeys(value, rule):
     return {
         "int > 0": is_int and value > 0,
         "int >= 0": is_int and value >= 0,
-        ">= 0": is_number and value >= 0,  # NaN fails too
+        "int > 1": is_int and value > 1,
+        "finite >= 0": is_number and math.isfinite(value) and value >= 0,
         "str": isinstance(value, str),
         "bool": isinstance(value, bool),
     }[rule]
+
+
+def parameters_of(node):
+    """The parameters of the 'train' or the 'serve' node."""
+    return {name: parameter for name, parameter in PARAMETERS.items() if parameter.node in ("both", node)}
+
+
+def reconfigure_options(node):
+    """A dynamic_reconfigure ParameterGenerator of the node's live parameters (for cfg/*.cfg, at build time). No
+    min/max: the node checks each value against its rule and refuses a bad one, rather than it being clamped."""
+    from dynamic_reconfigure.parameter_generator_catkin import ParameterGenerator, bool_t, double_t, int_t
+
+    types = {"int > 0": int_t, "int >= 0": int_t, "finite >= 0": double_t, "bool": bool_t}
+    generator = ParameterGenerator()
+    for name, parameter in parameters_of(node).items():
+        if parameter.reconfigurable:
+            generator.add(name, types[parameter.rule], 0, parameter.description, parameter.default)
+    return generator
 
 
 def _tilde(name):
@@ -77,24 +130,31 @@ def _tilde(name):
 class Settings:
     """The value of every parameter, each checked against its rule; changed only as a whole, by replace()."""
 
-    def __init__(self, lookup=None, name_of=_tilde):
-        """lookup(name, default) gives each value (default: the defaults); ValueError names the first bad one
-        as name_of(name) says (the ROS side passes the resolved name)."""
+    def __init__(self, lookup=None, name_of=_tilde, node="train"):
+        """The parameters of node ('train' or 'serve'): lookup(name, default) gives each value (default: the
+        defaults); ValueError names the first bad one as name_of(name) says (the ROS side passes the resolved
+        name)."""
         lookup = lookup or (lambda name, default: default)
-        for name, parameter in PARAMETERS.items():
+        self.node = node
+        for name, parameter in parameters_of(node).items():
             value = lookup(name, parameter.default)
-            if parameter.rule == ">= 0" and isinstance(value, int) and not isinstance(value, bool):
+            if parameter.rule == "finite >= 0" and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not _obeys(value, parameter.rule):
                 raise ValueError(f"parameter {name_of(name)} must be {parameter.rule}, got {value!r}")
             setattr(self, name, value)
+        if len(self.input_shape) == 3 and self.input_shape[2] not in (1, 3):
+            raise ValueError(
+                f"parameter {name_of('input_shape')} must be [height, width, channels] with 1 (grey) or 3 (RGB)"
+                f" channels for a shape of rank 3 (an image), got {self.input_shape}"
+            )
 
     def replace(self, name_of=_tilde, **changes):
         """A copy with changes, each checked; ValueError (and no copy) if one breaks its rule."""
-        unknown = set(changes) - set(PARAMETERS)
+        unknown = set(changes) - set(parameters_of(self.node))
         if unknown:
             raise ValueError(f"unknown parameters {sorted(unknown)}")
-        return Settings(lambda name, default: changes.get(name, getattr(self, name)), name_of)
+        return Settings(lambda name, default: changes.get(name, getattr(self, name)), name_of, self.node)
 
     def fresh_model(self):
         """ModelWrapper's arguments for a model built afresh."""
@@ -102,7 +162,7 @@ class Settings:
         return {**fresh, "input_shape": list(self.input_shape) or [self.input_dim]}
 
     def as_dict(self):
-        return {name: getattr(self, name) for name in PARAMETERS}
+        return {name: getattr(self, name) for name in parameters_of(self.node)}
 
     def __eq__(self, other):
         return isinstance(other, Settings) and self.as_dict() == other.as_dict()

@@ -57,11 +57,43 @@ def model_status(keeper, trainer, counters, samples_stored):
         "serving": keeper.wrapper.serving,
         "inputs_received": str(counters.inputs_received),
         "predictions_published": str(counters.predictions_published),
+        "model_version": str(keeper.wrapper.version),
+        "last_published_version": str(keeper.exported.info["version"] if keeper.exported else 0),
     }
     litert = keeper.wrapper.litert
     if litert and litert.conversion_seconds is not None:
         values["litert_conversion_ms"] = f"{litert.conversion_seconds * 1e3:.0f}"
         values["commit_to_litert_ms"] = f"{litert.commit_to_serving_seconds * 1e3:.0f}"
+    return level, message, values
+
+
+def serving_status(keeper, counters):
+    """The serving node's model: ERROR while it has none, WARN while inputs are dropped, else OK; says which version
+    it serves, where it came from, and the models it refused."""
+    model = keeper.model
+    if model is None:
+        level, message = ERROR, f"no model to serve: {keeper.load_error}"
+    elif counters.last_window["dropped"]:
+        level, message = WARN, f"dropping ~input: {counters.last_window['dropped']} in the last window"
+    else:
+        level, message = OK, f"serving version {model.version} from {model.source}"
+    values = {
+        "model": str(keeper.path),
+        "model_version": str(model.version if model else 0),
+        "model_source": model.source if model else "",
+        "model_sha256": model.sha256 if model else "",
+        "models_refused": str(keeper.refused),
+        "last_refusal": keeper.last_refusal,
+        "predictions_served": str(model.predictions_served if model else 0),
+        "inputs_received": str(counters.inputs_received),
+        "inputs_rejected": str(counters.inputs_rejected),
+        "inputs_dropped": str(counters.inputs_dropped()),
+        "predictions_published": str(counters.predictions_published),
+        "images_received": str(counters.images_received),
+        "images_rejected": str(counters.images_rejected),
+        "images_dropped": str(counters.images_dropped()),
+        "serving": "litert",
+    }
     return level, message, values
 
 

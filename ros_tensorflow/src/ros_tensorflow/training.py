@@ -8,8 +8,12 @@ import dataclasses
 import logging
 import math
 
+import numpy as np
+
 from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter, optional_callbacks
 from ros_tensorflow.datasets import Datasets
+from ros_tensorflow.litert import REPRESENTATIVE_SAMPLES
+from ros_tensorflow.model import TrainingDiverged
 from ros_tensorflow.persistence import ModelFileError
 from ros_tensorflow.samples import check_validation_split
 
@@ -62,7 +66,7 @@ class Trainer:
         self._log = log or logging.getLogger(__name__)
         self.epoch = None  # the running epoch (0-based) while a request trains, else None
         self.last_export = None  # Future of the last goal's .tflite export (its path)
-        self.learning_rate = None  # set while running: every request from then on trains at this rate
+        self.learning_rate = 0.0  # set while running (not 0): every request from then on trains at this rate
 
     def run(self, request, settings, should_stop=lambda: False, on_feedback=lambda *feedback: None):
         """Train as the request says; returns a TrainingOutcome, whatever happens.
@@ -84,6 +88,7 @@ class Trainer:
                         self.sample_store,
                         self.bag_topic,
                         settings.input_scale,
+                        settings.max_image_pixels,
                     )
                     x, y = datasets.load(request.dataset or settings.dataset)
                     check_validation_split(len(x), request.validation_split)
@@ -115,7 +120,7 @@ class Trainer:
         )
         self.epoch = 0
         try:
-            if self.learning_rate is not None:
+            if self.learning_rate:
                 wrapper.model.optimizer.learning_rate = self.learning_rate
             wrapper.train(
                 x,
@@ -125,6 +130,14 @@ class Trainer:
                 validation_split=request.validation_split,
                 callbacks=[cancel, epochs, progress, *extra],
             )
+        except TrainingDiverged as diverged:
+            rate = wrapper.model.optimizer.learning_rate
+            message = (
+                f"training diverged: {diverged} (learning rate {float(rate):g}: lower ~learning_rate);"
+                " the model from before this goal is kept, serving and on disk"
+            )
+            self._log.error("%s", message)
+            return TrainingOutcome(ABORTED, message, epochs.epochs_completed, dict(epochs.last_metrics))
         except Exception as train_error:  # noqa: BLE001 - any failure must end the goal with its cause
             self._log.error("training failed: %s", train_error)
             return TrainingOutcome(ABORTED, f"training failed: {train_error}")
@@ -140,11 +153,14 @@ class Trainer:
             outcome.message = f"finished {_epochs(epochs.epochs_completed)}"
         if not cancel.cancelled or settings.save_on_cancel:
             try:
-                self.keeper.write()
+                self.keeper.write(settings.class_names)
                 outcome.model_path = self.keeper.path
             except ModelFileError as error:
                 self._log.error("%s", error)
                 outcome.message += f"; not saved: {error}"
         if outcome.model_path and not cancel.cancelled:
-            self.last_export = self.keeper.export_tflite(settings.tflite_quantization)
+            representative = None
+            if settings.tflite_quantization == "int8":  # calibrated on the goal's own data
+                representative = x[np.random.default_rng().permutation(len(x))[:REPRESENTATIVE_SAMPLES]]
+            self.last_export = self.keeper.export_tflite(settings.tflite_quantization, outcome.metrics, representative)
         return outcome

@@ -17,10 +17,10 @@ def _leaking(handle_predict):
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Wraps RosInterface._handle_predict once the node imports ros_tensorflow.ros_interface."""
+    """Wraps ServingFace._handle_predict once the node imports ros_tensorflow.serving_face."""
 
     def find_spec(self, name, path, target=None):
-        if name != "ros_tensorflow.ros_interface":
+        if name != "ros_tensorflow.serving_face":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -28,7 +28,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             load(module)
-            module.RosInterface._handle_predict = _leaking(module.RosInterface._handle_predict)
+            module.ServingFace._handle_predict = _leaking(module.ServingFace._handle_predict)
 
         spec.loader.exec_module = exec_module
         return spec

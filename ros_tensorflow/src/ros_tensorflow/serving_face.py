@@ -1,0 +1,215 @@
+"""The serving face of a node: `predict`, `predict_image`, the ~input and ~image streams and their predictions.
+
+Both nodes use it: the training node with its Keras model, the serving node with a .tflite one. It asks
+model_of() for the model at every call (a swap replaces it whole) and settings_of() for the parameters in force.
+"""
+
+import warnings
+
+import numpy as np
+import rospy
+from ros_tensorflow_msgs.msg import Prediction
+from ros_tensorflow_msgs.srv import Predict, PredictImage, PredictImageResponse, PredictRequest, PredictResponse
+from rospy.numpy_msg import numpy_msg
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64MultiArray
+
+from ros_tensorflow.images import ImageError, annotated, decode_message, image_sample, pixel_limit
+from ros_tensorflow.samples import as_samples, prediction_rows, request_limit
+from ros_tensorflow.status import Counters
+from ros_tensorflow.streaming import MicroBatcher
+
+IMAGE_BUFFER_BYTES = 2**26  # rospy's read buffer: a few 4K RGB frames at a time
+NO_MODEL = "no model to serve yet"
+
+
+def resolved(name):
+    return rospy.resolve_name(f"~{name}")
+
+
+def _publisher(name, msg_class, queue_size):
+    """queue_size 0: publish on the calling thread, over twice as fast as rospy's queued publishing,
+    which yields the GIL after every message; a subscriber that stops reading then holds the caller up."""
+    if queue_size:
+        return rospy.Publisher(name, msg_class, queue_size=queue_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)  # rospy's nudge towards queue_size: chosen deliberately
+        return rospy.Publisher(name, msg_class, queue_size=None)
+
+
+class _NumpyPredict:
+    """Predict, its request's data read as one numpy array: rospy would make a Python float of every value
+    (a request of 3 million values left the node ~600 MB larger, Python's allocator keeping the memory)."""
+
+    _type, _md5sum = Predict._type, Predict._md5sum
+    _request_class, _response_class = numpy_msg(PredictRequest), PredictResponse
+
+
+def prediction_fields(rows, class_names, model_version):
+    """The classes, confidences, output, labels and model_version fields shared by Predict's and PredictImage's
+    responses and Prediction."""
+    classes, confidences, outputs = zip(*rows, strict=True)
+    labels = [class_names[c] if c < len(class_names) else "" for c in classes]
+    output = [value for row in outputs for value in row]
+    fields = {"classes": classes, "confidences": confidences, "output": output, "labels": labels}
+    return {**fields, "model_version": model_version}
+
+
+class ServingFace:
+    """Services and streams that answer with whatever model_of() returns (None: refused, NO_MODEL)."""
+
+    def __init__(self, model_of, settings_of):
+        self._model_of = model_of
+        self._settings_of = settings_of
+        settings = settings_of()
+        self._prediction_pub = _publisher("~prediction", Prediction, settings.publish_queue_size)
+        self._annotated_pub = rospy.Publisher("~image_annotated", Image, queue_size=1)
+        self._batcher = self._stream_batcher("~input", settings.queue_size, self._publish_prediction)
+        self._image_batcher = self._stream_batcher("~image", settings.image_queue_size, self._deliver_image)
+        self.counters = Counters(lambda: self._batcher.dropped, lambda: self._image_batcher.dropped)
+        image_topic = resolved("image")
+        self._subscribers = [
+            rospy.Subscriber("~input", numpy_msg(Float64MultiArray), self._handle_input, queue_size=None),
+            # Every frame is read and converted; only our queue drops (the oldest), so every drop is counted.
+            rospy.Subscriber(image_topic, Image, self._handle_image, queue_size=None, buff_size=IMAGE_BUFFER_BYTES),
+            rospy.Subscriber(  # image_transport's name: follows a remap of ~image
+                f"{image_topic}/compressed",
+                CompressedImage,
+                self._handle_image,
+                queue_size=None,
+                buff_size=IMAGE_BUFFER_BYTES,
+            ),
+        ]
+        self._services = [
+            rospy.Service("predict", _NumpyPredict, self._handle_predict),
+            rospy.Service("predict_image", PredictImage, self._handle_predict_image),
+        ]
+
+    def apply(self, settings):
+        """Parameters changed while running."""
+        self._batcher.max_batch, self._batcher.queue_size = settings.max_batch, settings.queue_size
+        self._image_batcher.max_batch, self._image_batcher.queue_size = settings.max_batch, settings.image_queue_size
+
+    def class_names(self, model):
+        """The model's own (saved with it, or from an image folder it trained on), else ~class_names."""
+        return model.class_names or self._settings_of().class_names
+
+    def _model(self):
+        model = self._model_of()
+        if model is None:
+            raise ValueError(NO_MODEL)
+        return model
+
+    def _stream_batcher(self, topic, queue_size, deliver):
+        """A MicroBatcher from topic to deliver(prediction, tag, rows, model); each has its own Prediction to fill.
+        One model predicts a whole batch, and its version goes with each of the batch's predictions."""
+        prediction = Prediction()
+        used = [None]  # the model of the batch: predict and deliver run one after the other on the batcher's thread
+
+        def predict(samples):
+            used[0] = self._model()
+            return prediction_rows(used[0].predict_samples(samples))
+
+        batcher = MicroBatcher(
+            predict,
+            lambda tag, rows: deliver(prediction, tag, rows, used[0]),
+            max_batch=self._settings_of().max_batch,
+            queue_size=queue_size,
+            on_error=lambda error: rospy.logerr_throttle(5, f"prediction of {topic} failed: {error}"),
+        )
+        rospy.on_shutdown(batcher.close)
+        return batcher
+
+    def _request_limit(self, model):
+        return request_limit(self._settings_of().max_request_samples, model.input_shape)
+
+    def _handle_predict(self, request):
+        try:
+            model = self._model()
+            samples = as_samples(request.data, model.input_shape, self._request_limit(model))
+            rows = prediction_rows(model.predict_samples(samples))
+        except ValueError as error:
+            raise rospy.ServiceException(str(error)) from None
+        fields = prediction_fields(rows, self.class_names(model), model.version)
+        return PredictResponse(i_class=fields["classes"][0], confidence=fields["confidences"][0], **fields)
+
+    def _handle_predict_image(self, request):
+        if not request.images:
+            raise rospy.ServiceException("no images: send one or more sensor_msgs/Image")
+        try:
+            model = self._model()
+        except ValueError as error:
+            raise rospy.ServiceException(str(error)) from None
+        limit = self._request_limit(model)
+        if len(request.images) > limit:
+            raise rospy.ServiceException(
+                f"{len(request.images)} images in one request, more than ~max_request_samples allows ({limit})"
+            )
+        settings = self._settings_of()
+        samples, max_pixels = [], pixel_limit(settings.max_image_pixels)
+        for i, image in enumerate(request.images):
+            try:
+                samples.append(image_sample(image, model.input_shape, settings.input_scale, max_pixels))
+            except ImageError as error:
+                raise rospy.ServiceException(f"image {i}: {error}") from None
+        try:
+            rows = prediction_rows(model.predict_samples(np.concatenate(samples)))
+        except ValueError as error:
+            raise rospy.ServiceException(str(error)) from None
+        return PredictImageResponse(**prediction_fields(rows, self.class_names(model), model.version))
+
+    def _handle_image(self, msg):
+        """~image and ~image/compressed: the prediction carries the image's header, unchanged."""
+        self.counters.images_received += 1
+        settings = self._settings_of()
+        try:
+            model = self._model()
+            frame = decode_message(msg, pixel_limit(settings.max_image_pixels))
+            sample = image_sample(frame, model.input_shape, settings.input_scale)
+        except ValueError as error:  # ImageError, or no model yet
+            self.counters.images_rejected += 1
+            rospy.logwarn_throttle(5, f"dropped an image that cannot be used: {error}")
+            return
+        watched = self._annotated_pub.get_num_connections() > 0  # drawn only while someone looks
+        self._image_batcher.submit((msg.header, frame if watched else None), sample)
+
+    def _deliver_image(self, prediction, header_and_frame, rows, model):
+        header, frame = header_and_frame
+        self._publish_prediction(prediction, header, rows, model)
+        if frame is not None:
+            name = prediction.labels[0] or f"class {prediction.classes[0]}"  # just filled in for this frame
+            drawn = annotated(frame, f"{name} {prediction.confidences[0]:.2f}")
+            msg = Image(header=header, height=drawn.shape[0], width=drawn.shape[1], encoding="rgb8")
+            msg.step, msg.data = drawn.strides[0], drawn.tobytes()
+            self._annotated_pub.publish(msg)
+
+    def _handle_input(self, msg):
+        received = rospy.Time.now()
+        self.counters.inputs_received += 1
+        try:
+            model = self._model()
+            samples = as_samples(msg.data, model.input_shape, self._request_limit(model))
+        except ValueError as error:
+            self.counters.inputs_rejected += 1
+            rospy.logwarn_throttle(5, f"dropped a malformed ~input message: {error}")
+            return
+        if self._batcher.submit(received, samples):
+            rospy.logwarn_throttle(5, f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
+
+    def _publish_prediction(self, prediction, stamp_or_header, rows, model):
+        """On a batcher's one thread, with that batcher's message (publish serialises it at once): building a
+        Prediction with its Header and Time costs more than filling one in."""
+        fields = prediction_fields(rows, self.class_names(model), model.version)
+        prediction.classes, prediction.confidences, prediction.output, prediction.labels = (
+            fields["classes"],
+            fields["confidences"],
+            fields["output"],
+            fields["labels"],
+        )
+        prediction.model_version = model.version
+        if isinstance(stamp_or_header, rospy.Time):  # ~input: when it was received
+            prediction.header.stamp, prediction.header.frame_id = stamp_or_header, ""
+        else:  # an image's header, stamp and frame_id unchanged
+            prediction.header.stamp, prediction.header.frame_id = stamp_or_header.stamp, stamp_or_header.frame_id
+        self._prediction_pub.publish(prediction)
+        self.counters.predictions_published += 1

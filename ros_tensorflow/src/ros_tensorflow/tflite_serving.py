@@ -1,0 +1,138 @@
+"""The serving node's model: a .tflite file, or a model that arrived over ROS, answered by LiteRT; no TensorFlow.
+
+A robot carries LiteRT's interpreter (tens of MB), not TensorFlow (about 600 MB resident and seconds to import).
+"""
+
+import hashlib
+import logging
+import math
+import pathlib
+import time
+
+import numpy as np
+
+from ros_tensorflow.files import (
+    ModelFileError,
+    load_class_names,
+    load_model_info,
+    save_class_names,
+    save_model_info,
+    write_file,
+)
+from ros_tensorflow.litert import LiteRtModel
+from ros_tensorflow.samples import check_output
+
+
+class ModelRefused(ValueError):
+    """A model that arrived and is not served; says why."""
+
+
+class TfliteModel:
+    """A TFLite classifier as the serving face uses a model: its sizes, class names and version, and
+    predict_samples(). Loading it makes one prediction (a warm-up): a model that cannot answer is never served."""
+
+    def __init__(self, flatbuffer, class_names=(), version=0, source=""):
+        try:
+            self.litert = LiteRtModel(flatbuffer)
+            self.input_shape, self.output_dim = self.litert.input_shape, self.litert.output_dim
+            self.input_dim = math.prod(self.input_shape)
+            self.litert.predict(np.zeros((1, *self.input_shape), np.float32))
+        except (ValueError, RuntimeError) as error:  # LiteRT's word for a flatbuffer it cannot use
+            raise ModelRefused(
+                f"LiteRT cannot load it: {str(error).splitlines()[0] if str(error) else error!r}"
+            ) from None
+        self.flatbuffer = flatbuffer
+        self.sha256 = hashlib.sha256(flatbuffer).hexdigest()
+        self.class_names = list(class_names)
+        self.version = version
+        self.source = source
+        self.predictions_served = 0
+
+    def predict_samples(self, x):
+        """Output, shape (k, output_dim), of samples as_samples() has checked; ValueError for NaN or Inf outputs."""
+        output = check_output(self.litert.predict(x.astype(np.float32, copy=False)))
+        self.predictions_served += len(x)
+        return output
+
+
+class TfliteKeeper:
+    """Loads path at start-up (with the class names and info saved beside it) and replaces the model whole with
+    each one that arrives and passes the checks, saving it to path first: after a restart with no trainer
+    reachable, the node serves the last model it received. A refused model changes nothing and is counted."""
+
+    def __init__(self, path, pinned_shape=(), log=None):
+        """pinned_shape: models of another sample shape are refused (~input_shape); () takes any."""
+        self.path = pathlib.Path(path)
+        self.pinned_shape = tuple(pinned_shape)
+        self._log = log or logging.getLogger(__name__)
+        self.model = None
+        self.load_error = None  # why there is no model at path, while none is served
+        self.refused = 0
+        self.last_refusal = ""
+        try:
+            self.model = self._load_file()
+        except ModelFileError as error:
+            self.load_error = str(error)
+
+    def _load_file(self):
+        try:
+            flatbuffer = self.path.read_bytes()
+        except FileNotFoundError:
+            raise ModelFileError(f"no model at {self.path}") from None
+        except OSError as error:
+            raise ModelFileError(f"cannot read the model {self.path}: {error.strerror}") from None
+        try:
+            names = load_class_names(self.path)
+        except ModelFileError as error:  # auxiliary: the model serves without them
+            self._log.warning("%s: the model is used without its class names (~class_names name its classes)", error)
+            names = []
+        info = load_model_info(self.path)
+        try:
+            model = TfliteModel(flatbuffer, names, int(info.get("version", 0)), info.get("source") or str(self.path))
+        except ModelRefused as error:
+            raise ModelFileError(f"cannot serve the model {self.path}: {error}") from None
+        self._check_shape(model, f"the model {self.path}", ModelFileError)
+        return model
+
+    def _check_shape(self, model, what, error_type):
+        if self.pinned_shape and model.input_shape != self.pinned_shape:
+            raise error_type(
+                f"{what} takes samples of shape {list(model.input_shape)}, ~input_shape pins {list(self.pinned_shape)}"
+            )
+
+    def accept(self, message):
+        """Serve a ros_tensorflow_msgs/Model, saved to path first; ModelRefused (counted, logged) if it is not
+        one this node can serve. Returns the model now served."""
+        try:
+            model = self._checked(message)
+            files = {"version": model.version, "source": model.source, "sha256": model.sha256}
+            files.update(stamp=time.time(), **{k: getattr(message, k) for k in ("loss", "acc", "val_loss", "val_acc")})
+            try:
+                write_file(self.path, model.flatbuffer)
+                save_class_names(model.class_names, self.path)
+                save_model_info(files, self.path)
+            except ModelFileError as error:
+                raise ModelRefused(f"cannot be saved, so it would not survive a restart: {error}") from None
+        except ModelRefused as error:
+            self.refused += 1
+            self.last_refusal = f"version {message.version} from {message.source or '?'}: {error}"
+            self._log.error("refused the model %s; the model served stays", self.last_refusal)
+            raise
+        self.model, self.load_error = model, None
+        return model
+
+    def _checked(self, message):
+        if message.format != "tflite":
+            raise ModelRefused(f"format {message.format!r}, expected 'tflite'")
+        data = bytes(message.data)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != message.sha256:
+            raise ModelRefused(f"its data ({len(data)} bytes) does not match its sha256 (a corrupt or cut transfer)")
+        model = TfliteModel(data, message.class_names, message.version, message.source)
+        self._check_shape(model, "it", ModelRefused)
+        if list(model.input_shape) != list(message.input_shape) or model.output_dim != message.output_dim:
+            raise ModelRefused(
+                f"it says input_shape {list(message.input_shape)} and output_dim {message.output_dim}, its data"
+                f" takes {list(model.input_shape)} and gives {model.output_dim}"
+            )
+        return model

@@ -1,0 +1,173 @@
+"""The training face of the training node: the `train` action, recording, ~save, ~reload, ~clear_samples, and
+each trained model published on ~model for the serving nodes.
+
+The locks live in the core: the Trainer and ~save/~reload hold the ModelKeeper's training lock.
+"""
+
+import actionlib
+import rospy
+from ros_tensorflow_msgs.msg import ImageSample, Model, Sample, TrainAction, TrainFeedback, TrainResult
+from rospy.numpy_msg import numpy_msg
+from std_srvs.srv import Trigger, TriggerResponse
+
+from ros_tensorflow.images import image_sample, pixel_limit
+from ros_tensorflow.model_keeper import ModelBusyError
+from ros_tensorflow.persistence import ModelFileError
+from ros_tensorflow.sample_store import StoreError
+from ros_tensorflow.samples import as_labelled_samples, request_limit
+from ros_tensorflow.serving_face import IMAGE_BUFFER_BYTES
+from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, TrainingRequest
+
+LOCKED = "is refused: ~allow_training is false (this model is locked against changes over ROS)"
+
+
+def sizes(wrapper):
+    """'10 -> 2' for the tutorial's model, '[28, 28, 1] -> 10' for images."""
+    shape = wrapper.input_shape
+    return f"{shape[0] if len(shape) == 1 else list(shape)} -> {wrapper.output_dim}"
+
+
+def model_message(exported):
+    """A ros_tensorflow_msgs/Model of a core ExportedModel."""
+    info = exported.info
+    return Model(
+        version=info["version"],
+        stamp=rospy.Time.from_sec(info["stamp"]),
+        source=info["source"],
+        format="tflite",
+        data=exported.flatbuffer,
+        sha256=info["sha256"],
+        input_shape=list(exported.input_shape),
+        output_dim=exported.output_dim,
+        class_names=exported.class_names,
+        **{name: info.get(name, float("nan")) for name in ("loss", "acc", "val_loss", "val_acc")},
+    )
+
+
+class TrainingFace:
+    """The action, recording and model-changing services of one ModelKeeper, its Trainer and SampleStore."""
+
+    def __init__(self, keeper, trainer, sample_store, counters, settings_of):
+        self.keeper, self.trainer, self.sample_store = keeper, trainer, sample_store
+        self.counters = counters
+        self._settings_of = settings_of
+        self._model_pub = rospy.Publisher("~model", Model, queue_size=1, latch=True)
+        keeper.on_export = lambda exported: self._model_pub.publish(model_message(exported))
+        self._subscribers = [
+            rospy.Subscriber("~samples", numpy_msg(Sample), self._handle_samples, queue_size=None),
+            rospy.Subscriber(
+                "~image_samples", ImageSample, self._handle_image_sample, queue_size=None, buff_size=IMAGE_BUFFER_BYTES
+            ),
+        ]
+        self._services = [
+            rospy.Service("~save", Trigger, self._handle_save),
+            rospy.Service("~reload", Trigger, self._handle_reload),
+            rospy.Service("~clear_samples", Trigger, self._handle_clear_samples),
+        ]
+        self._train_server = actionlib.SimpleActionServer(
+            "train", TrainAction, execute_cb=self._execute_train, auto_start=False
+        )
+        self._train_server.start()
+
+    def _locked(self):
+        return not self._settings_of().allow_training
+
+    def _handle_save(self, _request):
+        if self._locked():  # a save replaces the backup: the locked robot's only rollback copy
+            return TriggerResponse(False, f"save {LOCKED}")
+        try:
+            self.keeper.save(self._settings_of().class_names)
+        except (ModelBusyError, ModelFileError) as error:
+            return TriggerResponse(False, str(error))
+        return TriggerResponse(True, f"saved to {self.keeper.path}")
+
+    def _handle_reload(self, _request):
+        if self._locked():
+            return TriggerResponse(False, f"reload {LOCKED}")
+        try:
+            wrapper = self.keeper.reload()
+        except ModelBusyError as error:
+            return TriggerResponse(False, str(error))
+        except ModelFileError as error:
+            return TriggerResponse(False, f"{error}; the current model stays")
+        rospy.loginfo("reloaded the model from %s", self.keeper.path)
+        return TriggerResponse(True, f"reloaded {self.keeper.path} ({sizes(wrapper)})")
+
+    def _handle_clear_samples(self, _request):
+        if self._locked():
+            return TriggerResponse(False, f"clearing samples {LOCKED}")
+        count = len(self.sample_store)
+        self.sample_store.clear()
+        return TriggerResponse(True, f"cleared {count} samples")
+
+    def _refuse_recording(self, topic):
+        if not self._locked():
+            return False
+        self.counters.samples_rejected += 1
+        rospy.logwarn_throttle(5, f"rejected a {topic} message: recording {LOCKED}")
+        return True
+
+    def _handle_samples(self, msg):
+        if self._refuse_recording("~samples"):
+            return
+        wrapper = self.keeper.wrapper
+        limit = request_limit(self._settings_of().max_request_samples, wrapper.input_shape)
+        try:
+            x, y = as_labelled_samples(msg.data, msg.labels, wrapper.input_shape, wrapper.output_dim, limit)
+        except ValueError as error:
+            self.counters.samples_rejected += 1
+            rospy.logwarn_throttle(5, f"rejected a ~samples message: {error}")
+            return
+        self._record(x, y, "~samples")
+
+    def _handle_image_sample(self, msg):
+        if self._refuse_recording("~image_samples"):
+            return
+        wrapper, settings = self.keeper.wrapper, self._settings_of()
+        try:
+            max_pixels = pixel_limit(settings.max_image_pixels)
+            sample = image_sample(msg.image, wrapper.input_shape, settings.input_scale, max_pixels)
+            x, y = as_labelled_samples(sample, [msg.label], wrapper.input_shape, wrapper.output_dim)
+        except ValueError as error:
+            self.counters.samples_rejected += 1
+            rospy.logwarn_throttle(5, f"rejected a ~image_samples message: {error}")
+            return
+        self._record(x, y, "~image_samples")
+
+    def _record(self, x, y, topic):
+        """Store the samples, or count and report a store that cannot take them (a full disk): it stays whole."""
+        try:
+            self.sample_store.append(x, y)
+        except StoreError as error:
+            self.counters.samples_rejected += len(x)
+            rospy.logerr_throttle(5, f"could not record a {topic} message: {error}")
+
+    def _execute_train(self, goal):
+        if self._locked():
+            rospy.logwarn("train goal refused: ~allow_training is false")
+            self._train_server.set_aborted(TrainResult(message=f"training {LOCKED}"), f"training {LOCKED}")
+            return
+        outcome = self.trainer.run(
+            TrainingRequest(goal.epochs, goal.batch_size, goal.validation_split, goal.dataset),
+            self._settings_of(),
+            should_stop=self._train_server.is_preempt_requested,
+            on_feedback=self._publish_feedback,
+        )
+        result = TrainResult(
+            epochs_completed=outcome.epochs_completed,
+            model_path=outcome.model_path,
+            message=outcome.message,
+            **outcome.metrics,
+        )
+        finish = {
+            SUCCEEDED: self._train_server.set_succeeded,
+            PREEMPTED: self._train_server.set_preempted,
+            ABORTED: self._train_server.set_aborted,
+        }[outcome.state]
+        finish(result, outcome.message)
+
+    def _publish_feedback(self, i_epoch, metrics, batch, batches_per_epoch):
+        """Epoch feedback has batch == batches_per_epoch; progress feedback repeats the last finished epoch."""
+        self._train_server.publish_feedback(
+            TrainFeedback(i_epoch=i_epoch, batch=batch, batches_per_epoch=batches_per_epoch, **metrics)
+        )

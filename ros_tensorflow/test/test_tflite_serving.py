@@ -1,0 +1,86 @@
+"""The serving node's model holder, without a master: .tflite files, models arriving as messages, refusals."""
+
+import hashlib
+import json
+import types
+
+import numpy as np
+import pytest
+
+from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.litert import to_tflite
+from ros_tensorflow.model import build_classifier
+from ros_tensorflow.tflite_serving import ModelRefused, TfliteKeeper
+
+PROBE = make_synthetic(n_samples=4, seed=8)[0]
+
+
+def message(flatbuffer, version=1, input_shape=(10,), output_dim=2, sha256=None, class_names=()):
+    """What a ros_tensorflow_msgs/Model carries."""
+    return types.SimpleNamespace(
+        version=version,
+        source="/trainer",
+        format="tflite",
+        data=flatbuffer,
+        sha256=sha256 or hashlib.sha256(flatbuffer).hexdigest(),
+        input_shape=list(input_shape),
+        output_dim=output_dim,
+        class_names=list(class_names),
+        loss=0.1,
+        acc=0.9,
+        val_loss=float("nan"),
+        val_acc=float("nan"),
+    )
+
+
+def test_no_file_is_no_model_and_says_why(tmp_path):
+    keeper = TfliteKeeper(tmp_path / "model.tflite")
+    assert keeper.model is None and keeper.load_error == f"no model at {tmp_path / 'model.tflite'}"
+    (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer")
+    assert "cannot serve the model" in TfliteKeeper(tmp_path / "bad.tflite").load_error
+
+
+def test_an_accepted_model_is_served_and_saved_and_a_restart_serves_it(tmp_path):
+    model = build_classifier()
+    keeper = TfliteKeeper(tmp_path / "model.tflite")
+    served = keeper.accept(message(to_tflite(model), version=4, class_names=["cup", "ball"]))
+    assert keeper.model is served and keeper.load_error is None
+    np.testing.assert_allclose(served.predict_samples(PROBE), model.predict(PROBE, verbose=0), atol=1e-5)
+    restarted = TfliteKeeper(tmp_path / "model.tflite")
+    assert (restarted.model.version, restarted.model.source, restarted.model.class_names) == (
+        4,
+        "/trainer",
+        ["cup", "ball"],
+    )
+    assert json.loads((tmp_path / "model.info.json").read_text())["acc"] == 0.9
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"sha256": "0" * 64}, "does not match its sha256"),
+        ({"format": "onnx"}, "format 'onnx', expected 'tflite'"),
+        ({"data": b"\x00" * 64}, "LiteRT cannot load it"),
+        ({"output_dim": 3}, "it says input_shape [10] and output_dim 3"),
+    ],
+)
+def test_a_bad_model_is_refused_counted_and_changes_nothing(tmp_path, change, reason):
+    keeper = TfliteKeeper(tmp_path / "model.tflite")
+    before = keeper.accept(message(to_tflite(build_classifier()), version=1))
+    saved = (tmp_path / "model.tflite").read_bytes()
+    bad = message(to_tflite(build_classifier()), version=2)
+    if "data" in change:
+        bad = message(change["data"], version=2)
+    else:
+        vars(bad).update(change)
+    with pytest.raises(ModelRefused, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        keeper.accept(bad)
+    assert keeper.model is before and keeper.refused == 1 and reason in keeper.last_refusal
+    assert (tmp_path / "model.tflite").read_bytes() == saved
+
+
+def test_a_pinned_shape_refuses_models_of_another(tmp_path):
+    keeper = TfliteKeeper(tmp_path / "model.tflite", pinned_shape=[10])
+    with pytest.raises(ModelRefused, match=r"takes samples of shape \[4\], ~input_shape pins \[10\]"):
+        keeper.accept(message(to_tflite(build_classifier(input_shape=4)), input_shape=(4,)))
+    assert keeper.model is None
