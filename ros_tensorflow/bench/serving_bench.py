@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 
+import numpy as np
 import roslib.packages
 import rospy
 import rosservice
@@ -38,12 +39,12 @@ def start_serving(ns, work_dir, *params):
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def answers(service):
-    """Whether service exists and answers a prediction (one without a model refuses)."""
+def answers(service, sample=SAMPLE):
+    """Whether service exists and answers a prediction of sample (one without a model refuses)."""
     try:
         if rosservice.get_service_uri(service) is None:
             return False
-        rospy.ServiceProxy(service, Predict)(SAMPLE)
+        rospy.ServiceProxy(service, Predict)(sample)
         return True
     except (rosservice.ROSServiceIOException, rospy.ServiceException):
         return False
@@ -147,7 +148,8 @@ def camera_rows(work_dir):
         start_new_session=True,
     )
     try:
-        wait_for(lambda: answers("/bench_camera/predict"), 60, "the serving node")
+        frame_values = [0.0] * int(np.prod(CAMERA_SHAPE))
+        wait_for(lambda: answers("/bench_camera/predict", frame_values), 60, "the serving node")
         ours = TopicProbe(
             "/bench_camera/ros_tensorflow",
             "/bench_camera/ros_tensorflow/image",

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import rospy
 
+from ros_tensorflow.ros_node import read_settings
 from ros_tensorflow.samples import classify
 
 # What TensorFlow prints, before its log level applies, on a machine without a GPU: expected there.
@@ -77,13 +78,18 @@ if __name__ == "__main__":
     # Past a file-size limit (prlimit --fsize, ulimit -f) a write fails with EFBIG, reported like a full disk,
     # instead of the signal killing the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    rospy.init_node("ros_tensorflow")
+    try:
+        read_settings("train")  # a bad parameter is said at once, not after seconds of importing TensorFlow
+    except ValueError as error:
+        rospy.logfatal("%s", error)
+        sys.exit(1)
     with without_no_gpu_messages():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # TensorFlow looks for GPUs (cuInit) once, here
     from ros_tensorflow.ros_interface import RosInterface
 
-    rospy.init_node("ros_tensorflow")
     try:
         interface = RosInterface()
     except ValueError as error:  # a bad parameter

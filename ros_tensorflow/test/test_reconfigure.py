@@ -109,7 +109,7 @@ def test_the_main_loop_demo_starts_when_loop_rate_is_set_while_running(node):
     reconfigure.close()
 
 
-def test_dynparam_from_debians_dynamic_reconfigure_changes_a_parameter(node):
+def test_dynparam_from_debians_dynamic_reconfigure_sets_a_value_and_an_infinite_learning_rate_is_refused(node):
     done = subprocess.run(
         ["rosrun", "dynamic_reconfigure", "dynparam", "set", "/ros_tensorflow", "max_batch", "48"],
         capture_output=True,
@@ -118,9 +118,6 @@ def test_dynparam_from_debians_dynamic_reconfigure_changes_a_parameter(node):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert rospy.get_param("/ros_tensorflow/max_batch") == 48
-
-
-def test_an_infinite_learning_rate_is_refused(node):
     node, _ = node
     reconfigure = Client("/ros_tensorflow", timeout=30)
     assert reconfigure.update_configuration({"learning_rate": math.inf})["learning_rate"] == 0.0
