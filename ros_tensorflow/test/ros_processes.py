@@ -167,8 +167,15 @@ class ServingNode(LaunchedNode):
             return False
 
     def wait_until_ready(self, timeout=60):
-        wait_for(lambda: self._serves_predict() or self.process.poll() is not None, timeout, "the serving node")
+        """Until its last registration (~set_parameters) is there: a master killed before it would kill the node."""
+        wait_for(lambda: self._serves("set_parameters") or self.process.poll() is not None, timeout, "the serving node")
         assert self.process.poll() is None, f"roslaunch exited:\n{self.log()}"
+
+    def _serves(self, name):
+        try:
+            return rosservice.get_service_node(f"/{self.ns}/ros_tensorflow/{name}") is not None
+        except rosservice.ROSServiceIOException:
+            return False
 
 
 class Diagnostics:

@@ -44,13 +44,14 @@ class RosInterface(NodeBase):
         self.trainer = Trainer(self.keeper, sample_store, data_dir, self.settings.bag_topic or resolved("samples"), log)
         self.serving = ServingFace(lambda: self.keeper.wrapper, lambda: self.settings)
         counters = self.serving.counters
-        self.training = TrainingFace(self.keeper, self.trainer, sample_store, counters, lambda: self.settings)
         rospy.on_shutdown(self.keeper.close)
         statuses = [
             ("model", lambda: model_status(self.keeper, self.trainer, counters, len(self.sample_store))),
             ("stream", lambda: stream_status(counters)),
         ]
         self.start(RosTensorflowConfig, statuses, counters)
+        # Last: clients take the train action server as the sign that everything else is up.
+        self.training = TrainingFace(self.keeper, self.trainer, sample_store, counters, lambda: self.settings)
         self.keeper.announce_at_startup()  # on ~model for serving nodes, latched
         rospy.loginfo(
             f"ros_tensorflow ready: action {rospy.resolve_name('train')}, service {rospy.resolve_name('predict')},"
