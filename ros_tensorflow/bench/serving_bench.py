@@ -139,10 +139,12 @@ def predict_rows(work_dir, model_path):
 
 def camera_rows(work_dir):
     """640 x 480 rgb8 frames into a 96 x 96 x 3 CNN: the serving node against an echo node that runs the bare
-    preprocessing + call of each frame before echoing it."""
+    preprocessing + call of each frame before echoing it. Both keep every frame (the node's ~image_queue_size made
+    as deep as the echo's queue): the measure is the rate at which every frame comes back. With the default (1)
+    the node drops a frame whenever two arrive during one prediction, as a camera's consumer should."""
     model_path = work_dir / "camera.tflite"
     model_path.write_bytes(to_tflite(build_classifier(CAMERA_SHAPE, 2)))
-    serving = start_serving("bench_camera", work_dir, f"_model_path:={model_path}")
+    serving = start_serving("bench_camera", work_dir, f"_model_path:={model_path}", "_image_queue_size:=1000")
     echo = subprocess.Popen(
         [SERVE_PYTHON, str(HERE / "echo_node.py"), "__name:=model_echo", "_type:=image", f"_model_path:={model_path}"],
         start_new_session=True,
@@ -158,17 +160,18 @@ def camera_rows(work_dir):
             camera_frame(),
         )
         reference = TopicProbe("/model_echo", "/model_echo/input", "/model_echo/output", Image, camera_frame())
-        rates = (5, 10, 20, 40, 60, 80, 120, 160, 240, 320)
-        (our_rate, _), (echo_rate, _) = ours.sustained_rate(rates), reference.sustained_rate(rates)
+        rates = (5, 10, 20, 40, 60, 80, 120, 160, 240, 320, 400, 480, 640, 800)
+        (our_rate, ours_kept_up), (echo_rate, echo_kept_up) = (p.sustained_rate(rates) for p in (ours, reference))
         ours.close()
         reference.close()
     finally:
         stop_process_group(serving)
         stop_process_group(echo)
     ratio = our_rate / echo_rate
+    limit = " (both kept up with all this process could send)" if ours_kept_up and echo_kept_up else ""
     return [
-        row("serve", "serving node camera: 640x480 -> 96x96x3 CNN, sustained", our_rate, "frames/s", echo_rate,
-            ratio, ">= 0.9 x echo + bare preprocessing + call", ratio >= 0.9),
+        row("serve", f"serving node camera: 640x480 -> 96x96x3 CNN, sustained{limit}", our_rate, "frames/s",
+            echo_rate, ratio, ">= 0.9 x echo + bare preprocessing + call", ratio >= 0.9),
     ]  # fmt: skip
 
 

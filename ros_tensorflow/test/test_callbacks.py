@@ -5,8 +5,15 @@ import os
 import threading
 
 import keras
+import numpy as np
 
-from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter, optional_callbacks
+from ros_tensorflow.callbacks import (
+    BatchProgressReporter,
+    CancelOnRequest,
+    EpochEndReporter,
+    best_weights_callback,
+    optional_callbacks,
+)
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.model import ModelWrapper
 
@@ -87,9 +94,46 @@ def test_progress_reporter_is_throttled():
 
 def test_early_stopping_stops_when_nothing_improves():
     wrapper = ModelWrapper(learning_rate=1e-30)  # no step changes a float32 weight: val_loss stays put
-    callbacks = optional_callbacks(early_stopping_patience=2, validation=True)
+    callbacks = [best_weights_callback(early_stopping_patience=2, validation=True)]
     history = wrapper.train(X, Y, epochs=20, validation_split=0.25, callbacks=callbacks)
     assert len(history.history["loss"]) == 3
+
+
+class _CollapseAt(keras.callbacks.Callback):
+    """Ruins the weights at the start of an epoch (as a too-high learning rate does): that epoch's val_loss is
+    the worst; the weights at each epoch's end are kept to compare."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.weights_at_end = epoch, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.set_weights([np.full_like(w, 3.0) for w in self.model.get_weights()])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights_at_end.append(self.model.get_weights())
+
+
+def test_keep_best_epoch_puts_the_best_epochs_weights_back_when_the_last_collapsed():
+    wrapper = ModelWrapper()
+    best = best_weights_callback(keep_best_epoch=True, validation=True)
+    collapse = _CollapseAt(3)
+    history = wrapper.train(X, Y, epochs=4, validation_split=0.25, callbacks=[collapse, best])
+    val_loss = history.history["val_loss"]
+    assert len(val_loss) == 4 and val_loss[3] > max(val_loss[:3])  # all four epochs ran; the last collapsed
+    assert best.best_epoch == int(np.argmin(val_loss[:3]))
+    kept = wrapper.model.get_weights()
+    for kept_weight, best_weight in zip(kept, collapse.weights_at_end[best.best_epoch], strict=True):
+        np.testing.assert_array_equal(kept_weight, best_weight)
+    served = wrapper.predict(X[:5])  # the final commit serves the kept weights, not the collapse
+    np.testing.assert_allclose(served, wrapper.model.predict(X[:5], verbose=0), atol=1e-5)
+
+
+def test_keep_best_epoch_needs_validation_and_patience_still_works_without():
+    assert best_weights_callback(keep_best_epoch=True, validation=False) is None
+    assert best_weights_callback() is None
+    assert best_weights_callback(early_stopping_patience=3).monitor == "loss"
 
 
 def test_every_goal_gets_a_tensorboard_folder_of_its_own(tmp_path):

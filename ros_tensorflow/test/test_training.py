@@ -39,10 +39,15 @@ def test_a_request_that_finishes_reports_each_epoch_and_saves(tmp_path):
     trainer, settings = make_trainer(tmp_path)
     feedback = Feedback()
     outcome = trainer.run(TrainingRequest(epochs=3, validation_split=0.2), settings, on_feedback=feedback)
-    assert (outcome.state, outcome.message, outcome.epochs_completed) == (SUCCEEDED, "finished 3 epochs", 3)
+    assert (outcome.state, outcome.epochs_completed) == (SUCCEEDED, 3)
+    assert outcome.message.startswith("finished 3 epochs")
     assert outcome.model_path == str(tmp_path / "model.keras") and (tmp_path / "model.keras").is_file()
     assert feedback.epochs() == [0, 1, 2] and all(per_epoch == 25 for _, _, per_epoch, _ in feedback.calls)
-    assert outcome.metrics == feedback.calls[-1][3] and outcome.metrics["val_acc"] > 0.8
+    epoch_metrics = [metrics for _, batch, per_epoch, metrics in feedback.calls if batch == per_epoch]
+    assert outcome.history == epoch_metrics
+    # ~keep_best_epoch (on by default): the metrics are the kept epoch's, the one of the lowest val_loss
+    assert outcome.best_epoch == min(range(3), key=lambda i: epoch_metrics[i]["val_loss"])
+    assert outcome.metrics == epoch_metrics[outcome.best_epoch] and outcome.metrics["val_acc"] > 0.8
     assert trainer.epoch is None
     assert trainer.last_export.result(120) == str(tmp_path / "model.tflite")  # exported beside the model
     interpreter = Interpreter(model_path=str(tmp_path / "model.tflite"))
@@ -53,11 +58,18 @@ def test_a_request_that_finishes_reports_each_epoch_and_saves(tmp_path):
     np.testing.assert_allclose(output, trainer.keeper.wrapper.predict(PROBE[:1]), atol=1e-5)
 
 
+def test_without_keep_best_epoch_the_last_epoch_is_kept(tmp_path):
+    trainer, settings = make_trainer(tmp_path, keep_best_epoch=False)
+    outcome = trainer.run(TrainingRequest(epochs=2, validation_split=0.2), settings)
+    assert (outcome.message, outcome.best_epoch) == ("finished 2 epochs", -1)
+    assert outcome.metrics == outcome.history[-1]
+
+
 def test_a_request_that_stops_early_keeps_the_best_weights(tmp_path):
     trainer, settings = make_trainer(tmp_path, learning_rate=1e-30, early_stopping_patience=1)
     outcome = trainer.run(TrainingRequest(epochs=30, validation_split=0.2), settings)
     assert outcome.state == SUCCEEDED and outcome.epochs_completed == 2
-    assert outcome.message == "stopped early after 2 epochs; the best weights were kept"
+    assert outcome.message.startswith("stopped early after 2 epochs; kept the weights of epoch 0 (0-based), the best")
 
 
 @pytest.mark.parametrize("save_on_cancel", [False, True])

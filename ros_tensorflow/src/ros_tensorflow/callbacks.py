@@ -4,13 +4,13 @@ They know nothing of ROS: RosInterface passes in functions that publish
 feedback or read the action server's preempt flag.
 """
 
-import itertools
 import math
-import os
 import time
 
 import keras
 import numpy as np
+
+from ros_tensorflow.files import new_run_folder
 
 METRIC_KEYS = {"loss": "loss", "acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
 
@@ -88,6 +88,7 @@ class EpochEndReporter(keras.callbacks.Callback):
         self.batches_per_epoch = 0
         self.epochs_completed = 0
         self.last_metrics = epoch_metrics(None)
+        self.history = []  # the metrics of each completed epoch
 
     def on_train_begin(self, logs=None):
         self.batches_per_epoch = self.params.get("steps") or 0
@@ -103,6 +104,7 @@ class EpochEndReporter(keras.callbacks.Callback):
             return
         self.epochs_completed = epoch + 1
         self.last_metrics = epoch_metrics(logs)
+        self.history.append(self.last_metrics)
         self._on_epoch(epoch, self.last_metrics)
 
 
@@ -126,31 +128,21 @@ class BatchProgressReporter(keras.callbacks.Callback):
             self._on_progress(batch + 1, batches_per_epoch)
 
 
-def optional_callbacks(early_stopping_patience=0, validation=False, tensorboard_dir=""):
-    """Keras's EarlyStopping (restoring the best weights) and TensorBoard, where asked for."""
-    callbacks = []
-    if early_stopping_patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss" if validation else "loss",
-                patience=early_stopping_patience,
-                restore_best_weights=True,
-            )
-        )
+def best_weights_callback(early_stopping_patience=0, validation=False, keep_best_epoch=False):
+    """Keras's EarlyStopping, which puts the weights of the best epoch (val_loss, else loss) back at the end:
+    stopping after early_stopping_patience epochs without improvement where that is set, else never
+    (keep_best_epoch, with validation: a goal whose last epochs collapse keeps its best). None where neither."""
+    if early_stopping_patience <= 0 and not (keep_best_epoch and validation):
+        return None
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss" if validation else "loss",
+        patience=early_stopping_patience if early_stopping_patience > 0 else 2**31 - 1,
+        restore_best_weights=True,
+    )
+
+
+def optional_callbacks(tensorboard_dir=""):
+    """Keras's TensorBoard, where asked for."""
     if tensorboard_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=new_run_folder(tensorboard_dir)))
-    return callbacks
-
-
-def new_run_folder(parent):
-    """A folder of its own for one goal's logs: <time>, or <time>-2, -3... for goals within the same second."""
-    parent = os.path.expanduser(parent)
-    os.makedirs(parent, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in itertools.count(1):
-        run = os.path.join(parent, stamp if n == 1 else f"{stamp}-{n}")
-        try:
-            os.mkdir(run)  # fails if another goal took the name: then try the next
-            return run
-        except FileExistsError:
-            continue
+        return [keras.callbacks.TensorBoard(log_dir=new_run_folder(tensorboard_dir))]
+    return []

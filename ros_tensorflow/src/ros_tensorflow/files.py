@@ -1,10 +1,12 @@
 """Files written the safe way, and the small files that travel beside a model; no TensorFlow, so the serving node
 uses them too."""
 
+import itertools
 import json
 import os
 import pathlib
 import secrets
+import time
 
 
 class ModelFileError(RuntimeError):
@@ -86,3 +88,17 @@ def load_model_info(model_path):
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def new_run_folder(parent):
+    """A folder of its own for one goal's or evaluation's files: <time>, or <time>-2, -3... within the same second."""
+    parent = os.path.expanduser(parent)
+    os.makedirs(parent, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        run = os.path.join(parent, stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            os.mkdir(run)  # fails if another took the name: then try the next
+            return run
+        except FileExistsError:
+            continue

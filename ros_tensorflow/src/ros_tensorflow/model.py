@@ -206,6 +206,24 @@ class ModelWrapper:
             if self.litert:
                 self.litert.submit(self.commit_count, weights, epoch_end)
 
+    def served_predictor(self):
+        """predict(x) -> output with the weights predictions see now, on a model of its own: long work (an
+        evaluation) holds no lock that predictions wait for, and a training under way does not change it."""
+        if not self.trainable:
+            return self.predict_samples
+        copy = self._copies[self._active]
+        with copy.lock:
+            weights = copy.model.get_weights()
+        with self.context.scope():
+            clone = keras.models.clone_model(self.model)
+            clone.set_weights(weights)
+
+        def predict(x):
+            with self.context.scope():
+                return clone.predict_on_batch(np.asarray(x, np.float32))
+
+        return predict
+
     def train(self, x, y, epochs, batch_size=32, validation_split=0.0, callbacks=()):
         """Fit on (x, y), shuffled first: Keras takes the validation split from the end.
 

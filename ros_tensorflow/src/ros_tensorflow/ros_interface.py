@@ -5,6 +5,7 @@ import logging
 import rospy
 
 from ros_tensorflow.cfg import RosTensorflowConfig
+from ros_tensorflow.evaluation_face import EvaluationFace
 from ros_tensorflow.model_keeper import ModelKeeper
 from ros_tensorflow.ros_node import NodeBase, data_dir_of
 from ros_tensorflow.sample_store import SampleStore
@@ -51,7 +52,8 @@ class RosInterface(NodeBase):
         ]
         self.start(RosTensorflowConfig, statuses, counters)
         # Last: clients take the train action server as the sign that everything else is up.
-        self.training = TrainingFace(self.keeper, self.trainer, sample_store, counters, lambda: self.settings)
+        self.evaluation = EvaluationFace(self.keeper, self.trainer, lambda: self.settings, data_dir)
+        self.training = TrainingFace(self.keeper, self.trainer, sample_store, counters, lambda: self.settings, data_dir)
         self.keeper.announce_at_startup()  # on ~model for serving nodes, latched
         rospy.loginfo(
             f"ros_tensorflow ready: action {rospy.resolve_name('train')}, service {rospy.resolve_name('predict')},"

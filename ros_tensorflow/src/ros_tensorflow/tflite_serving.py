@@ -20,7 +20,6 @@ from ros_tensorflow.files import (
     write_file,
 )
 from ros_tensorflow.litert import LiteRtModel
-from ros_tensorflow.samples import check_output
 
 
 class ModelRefused(ValueError):
@@ -49,8 +48,9 @@ class TfliteModel:
         self.predictions_served = 0
 
     def predict_samples(self, x):
-        """Output, shape (k, output_dim), of samples as_samples() has checked; ValueError for NaN or Inf outputs."""
-        output = check_output(self.litert.predict(x.astype(np.float32, copy=False)))
+        """Output, shape (k, output_dim), of samples as_samples() has checked; prediction_rows() refuses NaN or Inf
+        outputs."""
+        output = self.litert.predict(x.astype(np.float32, copy=False))
         self.predictions_served += len(x)
         return output
 

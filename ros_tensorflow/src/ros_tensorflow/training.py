@@ -10,7 +10,13 @@ import math
 
 import numpy as np
 
-from ros_tensorflow.callbacks import BatchProgressReporter, CancelOnRequest, EpochEndReporter, optional_callbacks
+from ros_tensorflow.callbacks import (
+    BatchProgressReporter,
+    CancelOnRequest,
+    EpochEndReporter,
+    best_weights_callback,
+    optional_callbacks,
+)
 from ros_tensorflow.datasets import Datasets
 from ros_tensorflow.litert import REPRESENTATIVE_SAMPLES
 from ros_tensorflow.model import TrainingDiverged
@@ -49,6 +55,8 @@ class TrainingOutcome:
     epochs_completed: int = 0
     metrics: dict = dataclasses.field(default_factory=_no_metrics)  # the last finished epoch's
     model_path: str = ""  # where the model was saved, '' if it was not
+    best_epoch: int = -1  # the epoch (0-based) whose weights were kept (~keep_best_epoch), -1: the last one's
+    history: list = dataclasses.field(default_factory=list)  # the metrics of each completed epoch
 
 
 def _epochs(count):
@@ -81,19 +89,10 @@ class Trainer:
                     error = f"the model from {self.keeper.source} is a SavedModel, served for prediction only"
                     error += ": it cannot train"
                 if error is None:
-                    datasets = Datasets(
-                        self.data_dir,
-                        wrapper.input_shape,
-                        wrapper.output_dim,
-                        self.sample_store,
-                        self.bag_topic,
-                        settings.input_scale,
-                        settings.max_image_pixels,
-                    )
-                    x, y = datasets.load(request.dataset or settings.dataset)
+                    x, y, class_names = self.load_dataset(request.dataset or settings.dataset, wrapper, settings)
                     check_validation_split(len(x), request.validation_split)
-                    if datasets.class_names:  # an image folder names its classes
-                        wrapper.class_names = datasets.class_names
+                    if class_names:  # an image folder names its classes
+                        wrapper.class_names = class_names
             except ValueError as dataset_error:  # DatasetError, or a split the data cannot fill
                 error = str(dataset_error)
             if error is not None:
@@ -102,6 +101,21 @@ class Trainer:
             outcome = self._train(wrapper, request, settings, x, y, should_stop, on_feedback)
         self._log.info("train goal: %s", outcome.message)
         return outcome
+
+    def load_dataset(self, name, wrapper, settings):
+        """(x, y, class names or []) of a dataset name for wrapper's model; DatasetError (a ValueError) says why
+        not."""
+        datasets = Datasets(
+            self.data_dir,
+            wrapper.input_shape,
+            wrapper.output_dim,
+            self.sample_store,
+            self.bag_topic,
+            settings.input_scale,
+            settings.max_image_pixels,
+        )
+        x, y = datasets.load(name)
+        return x, y, datasets.class_names
 
     def _train(self, wrapper, request, settings, x, y, should_stop, on_feedback):
         def on_epoch(i_epoch, metrics):
@@ -115,9 +129,10 @@ class Trainer:
             )
         )
         cancel = CancelOnRequest(should_stop)
-        extra = optional_callbacks(
-            settings.early_stopping_patience, request.validation_split > 0, settings.tensorboard_dir
-        )
+        validation = request.validation_split > 0
+        best = best_weights_callback(settings.early_stopping_patience, validation, settings.keep_best_epoch)
+        extra = [best] if best else []
+        extra += optional_callbacks(settings.tensorboard_dir)
         self.epoch = 0
         try:
             if self.learning_rate:
@@ -145,12 +160,21 @@ class Trainer:
             self.epoch = None
 
         outcome = TrainingOutcome(SUCCEEDED, "", epochs.epochs_completed, dict(epochs.last_metrics))
+        outcome.history = epochs.history
         if cancel.cancelled:
             outcome.state, outcome.message = PREEMPTED, f"cancelled after {_epochs(epochs.epochs_completed)}"
         elif epochs.epochs_completed < request.epochs:
-            outcome.message = f"stopped early after {_epochs(epochs.epochs_completed)}; the best weights were kept"
+            outcome.message = f"stopped early after {_epochs(epochs.epochs_completed)}"
         else:
             outcome.message = f"finished {_epochs(epochs.epochs_completed)}"
+        if best is not None and best.best_weights is not None and best.best_epoch < epochs.epochs_completed:
+            # Keras put the best epoch's weights back at the end: the metrics are that epoch's
+            outcome.best_epoch, outcome.metrics = best.best_epoch, dict(epochs.history[best.best_epoch])
+            if best.best_epoch < epochs.epochs_completed - 1 or epochs.epochs_completed < request.epochs:
+                outcome.message += (
+                    f"; kept the weights of epoch {best.best_epoch} (0-based), the best {best.monitor}"
+                    f" ({best.best:.4g})"
+                )
         if not cancel.cancelled or settings.save_on_cancel:
             try:
                 self.keeper.write(settings.class_names)

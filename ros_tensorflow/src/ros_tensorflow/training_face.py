@@ -8,14 +8,17 @@ import actionlib
 import rospy
 from ros_tensorflow_msgs.msg import ImageSample, Model, Sample, TrainAction, TrainFeedback, TrainResult
 from rospy.numpy_msg import numpy_msg
+from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger, TriggerResponse
 
+from ros_tensorflow.files import new_run_folder, write_file
 from ros_tensorflow.images import image_sample, pixel_limit
 from ros_tensorflow.model_keeper import ModelBusyError
 from ros_tensorflow.persistence import ModelFileError
+from ros_tensorflow.plots import curves_figure, png_and_rgb
 from ros_tensorflow.sample_store import StoreError
 from ros_tensorflow.samples import as_labelled_samples, request_limit
-from ros_tensorflow.serving_face import IMAGE_BUFFER_BYTES
+from ros_tensorflow.serving_face import IMAGE_BUFFER_BYTES, rgb_image
 from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, TrainingRequest
 
 LOCKED = "is refused: ~allow_training is false (this model is locked against changes over ROS)"
@@ -47,8 +50,10 @@ def model_message(exported):
 class TrainingFace:
     """The action, recording and model-changing services of one ModelKeeper, its Trainer and SampleStore."""
 
-    def __init__(self, keeper, trainer, sample_store, counters, settings_of):
+    def __init__(self, keeper, trainer, sample_store, counters, settings_of, data_dir):
         self.keeper, self.trainer, self.sample_store = keeper, trainer, sample_store
+        self._curves_dir = f"{data_dir}/training"
+        self._curves_pub = rospy.Publisher("~training/curves", Image, queue_size=1, latch=True)
         self.counters = counters
         self._settings_of = settings_of
         self._model_pub = rospy.Publisher("~model", Model, queue_size=1, latch=True)
@@ -157,6 +162,7 @@ class TrainingFace:
             epochs_completed=outcome.epochs_completed,
             model_path=outcome.model_path,
             message=outcome.message,
+            best_epoch=outcome.best_epoch,
             **outcome.metrics,
         )
         finish = {
@@ -165,6 +171,18 @@ class TrainingFace:
             ABORTED: self._train_server.set_aborted,
         }[outcome.state]
         finish(result, outcome.message)
+        if outcome.state == SUCCEEDED and outcome.history:  # after the result: the client need not wait for it
+            self._publish_curves(outcome.history)
+
+    def _publish_curves(self, history):
+        """curves.png of the goal in its own folder under ~data_dir/training, and latched on ~training/curves."""
+        try:
+            png, rgb = png_and_rgb(curves_figure(history))
+            write_file(f"{new_run_folder(self._curves_dir)}/curves.png", png)
+        except (OSError, ModelFileError) as error:
+            rospy.logerr("the training curves were not written: %s", error)
+            return
+        self._curves_pub.publish(rgb_image(rgb))
 
     def _publish_feedback(self, i_epoch, metrics, batch, batches_per_epoch):
         """Epoch feedback has batch == batches_per_epoch; progress feedback repeats the last finished epoch."""

@@ -1,0 +1,83 @@
+"""The `evaluate` action of the training node: the served model on a dataset, with its report and picture.
+
+It runs on the action's own thread, on a copy of the served weights (ModelWrapper.served_predictor): predictions
+never wait for it, and it runs beside a training goal, evaluating the model served when it started.
+"""
+
+import actionlib
+import rospy
+from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateFeedback, EvaluateResult
+from sensor_msgs.msg import Image
+
+from ros_tensorflow.evaluation import class_names_for, evaluate, write_report
+from ros_tensorflow.files import ModelFileError, new_run_folder
+from ros_tensorflow.serving_face import rgb_image
+
+
+class EvaluationFace:
+    """`evaluate` and the latched ~evaluation/confusion_matrix picture of one ModelKeeper's served model."""
+
+    def __init__(self, keeper, trainer, settings_of, data_dir):
+        self.keeper, self.trainer = keeper, trainer
+        self._settings_of = settings_of
+        self._reports_dir = f"{data_dir}/evaluations"
+        self._confusion_pub = rospy.Publisher("~evaluation/confusion_matrix", Image, queue_size=1, latch=True)
+        self._server = actionlib.SimpleActionServer(
+            "evaluate", EvaluateAction, execute_cb=self._execute, auto_start=False
+        )
+        self._server.start()
+
+    def _execute(self, goal):
+        wrapper, settings = self.keeper.wrapper, self._settings_of()
+        dataset = goal.dataset or settings.dataset
+        if goal.version not in (0, wrapper.version):
+            served = f"version {wrapper.version}" if wrapper.version else "a model not exported yet"
+            return self._abort(f"version {goal.version} cannot be evaluated: this node evaluates the model it serves"
+                               f" ({served}); send version 0 for it")  # fmt: skip
+        try:
+            x, y, dataset_names = self.trainer.load_dataset(dataset, wrapper, settings)
+        except ValueError as error:  # DatasetError: unknown, unreadable, or samples of another shape
+            return self._abort(f"cannot evaluate on {dataset!r}: {error}")
+        names = class_names_for(dataset_names or wrapper.class_names or settings.class_names, wrapper.output_dim)
+        version = wrapper.version
+        evaluation = evaluate(
+            wrapper.served_predictor(),
+            x,
+            y,
+            names,
+            version,
+            should_stop=self._server.is_preempt_requested,
+            on_progress=lambda done, total: self._server.publish_feedback(EvaluateFeedback(done, total)),
+        )
+        if evaluation is None:
+            self._server.set_preempted(EvaluateResult(message="cancelled"), "cancelled")
+            return
+        message = f"accuracy {evaluation.accuracy:.4f} on {evaluation.samples} samples of {dataset!r}"
+        report_dir = ""
+        try:
+            report_dir = new_run_folder(self._reports_dir)
+            picture = write_report(evaluation, report_dir, dataset)
+            self._confusion_pub.publish(rgb_image(picture))
+        except (OSError, ModelFileError) as error:
+            message += f"; the report was not written: {error}"
+            rospy.logerr("evaluation report: %s", error)
+        rospy.loginfo("evaluation: %s, report in %s", message, report_dir or "(none)")
+        result = EvaluateResult(
+            samples=evaluation.samples,
+            loss=evaluation.loss,
+            accuracy=evaluation.accuracy,
+            class_names=evaluation.class_names,
+            precision=evaluation.precision,
+            recall=evaluation.recall,
+            f1=evaluation.f1,
+            support=evaluation.support,
+            confusion=[count for row in evaluation.confusion for count in row],
+            version=version,
+            report_dir=report_dir,
+            message=message,
+        )
+        self._server.set_succeeded(result, message)
+
+    def _abort(self, message):
+        rospy.logwarn("evaluate goal refused: %s", message)
+        self._server.set_aborted(EvaluateResult(message=message), message)

@@ -1,0 +1,57 @@
+"""Pictures of a model's quality, drawn off-screen with matplotlib's Agg canvas: PNG bytes for files, RGB arrays
+for sensor_msgs/Image. Figures are made with matplotlib.figure.Figure, not pyplot, whose global state is not
+thread-safe; callers draw on their own (action) threads, never on one that answers predictions."""
+
+import io
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def confusion_figure(confusion, class_names):
+    """Counts in each cell, shaded by the row's share (recall per true class): a class with few samples reads as
+    clearly as one with many."""
+    confusion = np.asarray(confusion)
+    n = len(confusion)
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.5 * n, 16)
+    figure = Figure(figsize=(size, size * 0.85), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, label="share of the true class")
+    axes.set(xticks=range(n), yticks=range(n), xlabel="predicted class", ylabel="true class")
+    axes.set_xticklabels(class_names, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    axes.set_yticklabels(class_names)
+    if n <= 30:  # beyond, the numbers would not fit their cells
+        for (row, column), count in np.ndenumerate(confusion):
+            colour = "white" if shares[row, column] > 0.5 else "black"
+            axes.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=9)
+    axes.set_title(f"confusion matrix, {int(confusion.sum())} samples")
+    return figure
+
+
+def curves_figure(history):
+    """Loss and accuracy per epoch, training and validation (history: one dict of metric fields per epoch)."""
+    figure = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
+    epochs = np.arange(len(history))
+    for axes, (name, train, val) in zip(
+        figure.subplots(1, 2), (("loss", "loss", "val_loss"), ("accuracy", "acc", "val_acc")), strict=True
+    ):
+        for key, label in ((train, "training"), (val, "validation")):
+            values = [epoch[key] for epoch in history]
+            if not np.isnan(values).all():
+                axes.plot(epochs, values, marker="o", label=label)
+        axes.set(xlabel="epoch", ylabel=name, title=name)
+        axes.legend()
+    return figure
+
+
+def png_and_rgb(figure):
+    """(PNG bytes, (height, width, 3) uint8 array) of a figure."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    rgb = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, :3])
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    return png.getvalue(), rgb

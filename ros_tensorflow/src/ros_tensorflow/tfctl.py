@@ -1,0 +1,183 @@
+"""tfctl: the training node from a terminal. `rosrun ros_tensorflow tfctl --help`.
+
+train and evaluate show a progress bar (tqdm) from the actions' feedback; Ctrl-C cancels the goal and waits for the
+node to confirm. The exit status is 0 only for a goal that SUCCEEDED or an answered prediction.
+"""
+
+import argparse
+import math
+import pathlib
+import sys
+
+import actionlib
+import numpy as np
+import rosgraph.names
+import rospy
+from actionlib_msgs.msg import GoalStatus
+from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateGoal, TrainAction, TrainGoal
+from ros_tensorflow_msgs.srv import Predict, PredictImage
+from sensor_msgs.msg import Image
+from tqdm import tqdm
+
+from ros_tensorflow.images import decode_file
+
+STATES = {value: name for name, value in vars(GoalStatus).items() if isinstance(value, int) and name.isupper()}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _names(node):
+    """(the node's namespace, its own name): train, evaluate and predict live in the namespace."""
+    node = rosgraph.names.make_global_ns(node).rstrip("/")
+    return rosgraph.names.namespace(node), node
+
+
+def _client(name, action, timeout):
+    client = actionlib.SimpleActionClient(name, action)
+    if not client.wait_for_server(rospy.Duration(timeout)):
+        raise SystemExit(f"tfctl: no action server {name} (is the node running? --node names it)")
+    return client
+
+
+def _run_goal(client, goal, on_feedback):
+    """Send goal and wait for its result; Ctrl-C cancels it and waits for the node to end it. Returns the state."""
+    client.send_goal(goal, feedback_cb=on_feedback)
+    try:
+        while not client.wait_for_result(rospy.Duration(0.1)):
+            pass
+    except KeyboardInterrupt:
+        tqdm.write("tfctl: cancelling the goal (Ctrl-C) ...", file=sys.stderr)
+        client.cancel_goal()
+        client.wait_for_result(rospy.Duration(60))
+    return client.get_state()
+
+
+def _metrics(values):
+    return " ".join(f"{name} {value:.4f}" for name, value in values.items() if not math.isnan(value))
+
+
+def train(args):
+    namespace, _ = _names(args.node)
+    client = _client(namespace + "train", TrainAction, args.timeout)
+    bar = tqdm(unit="batch", dynamic_ncols=True, desc=f"0/{args.epochs} epochs")
+
+    def on_feedback(feedback):
+        """Epoch feedback: i_epoch just finished (batch == batches_per_epoch); progress: batches of the next."""
+        per_epoch, finished = max(feedback.batches_per_epoch, 1), feedback.i_epoch + 1
+        bar.total = args.epochs * per_epoch
+        bar.update(finished * per_epoch + feedback.batch % per_epoch - bar.n)
+        bar.set_description(f"{finished}/{args.epochs} epochs")
+        if finished:
+            bar.set_postfix_str(_metrics({k: getattr(feedback, k) for k in ("loss", "acc", "val_loss", "val_acc")}))
+
+    goal = TrainGoal(args.epochs, args.batch_size, args.validation_split, args.dataset)
+    state = _run_goal(client, goal, on_feedback)
+    bar.close()
+    result = client.get_result()
+    print(f"{STATES.get(state, state)}: {result.message if result else ''}")
+    if result:
+        metrics = {k: getattr(result, k) for k in ("loss", "acc", "val_loss", "val_acc")}
+        print(f"epochs completed {result.epochs_completed}, best epoch {result.best_epoch}: {_metrics(metrics)}")
+        print(f"model: {result.model_path or '(not saved)'}")
+    return 0 if state == GoalStatus.SUCCEEDED else 1
+
+
+def evaluate(args):
+    namespace, _ = _names(args.node)
+    client = _client(namespace + "evaluate", EvaluateAction, args.timeout)
+    bar = tqdm(unit="sample", dynamic_ncols=True, desc="evaluating")
+
+    def on_feedback(feedback):
+        bar.total = feedback.samples_total
+        bar.update(feedback.samples_done - bar.n)
+
+    state = _run_goal(client, EvaluateGoal(args.dataset, args.version), on_feedback)
+    bar.close()
+    result = client.get_result()
+    print(f"{STATES.get(state, state)}: {result.message if result else ''}")
+    if state != GoalStatus.SUCCEEDED:
+        return 1
+    width = max(len(name) for name in result.class_names + ["class"])
+    print(f"\n{'class':<{width}}  precision  recall     f1  support")
+    for row in zip(result.class_names, result.precision, result.recall, result.f1, result.support, strict=True):
+        print(f"{row[0]:<{width}}  {row[1]:9.3f}  {row[2]:6.3f}  {row[3]:5.3f}  {row[4]:7d}")
+    print(f"\naccuracy {result.accuracy:.4f}, loss {result.loss:.4f}, {result.samples} samples, model version"
+          f" {result.version}")  # fmt: skip
+    print(f"confusion matrix: {pathlib.Path(result.report_dir) / 'confusion.png'}")
+    return 0
+
+
+def _samples(path):
+    """The samples of a .npy, .npz (array x) or .csv file (one sample a row), as a float array."""
+    if path.suffix == ".csv":
+        return np.loadtxt(path, delimiter=",", ndmin=2)
+    data = np.load(path, allow_pickle=False)
+    return data["x"] if isinstance(data, np.lib.npyio.NpzFile) else data
+
+
+def predict(args):
+    namespace, _ = _names(args.node)
+    images = [path for path in args.files if path.suffix.lower() in IMAGE_SUFFIXES]
+    try:
+        if images:
+            if len(images) != len(args.files):
+                raise SystemExit("tfctl: give either image files or sample files, not both")
+            response = _call(namespace + "predict_image", PredictImage, [_image(path) for path in images], args)
+            names = [str(path) for path in images]
+        else:
+            samples = np.concatenate([_samples(path).reshape(len(_samples(path)), -1) for path in args.files])
+            response = _call(namespace + "predict", Predict, samples.ravel().tolist(), args)
+            names = [f"sample {i}" for i in range(len(samples))]
+    except rospy.ServiceException as error:
+        print(f"tfctl: the node refused: {error}", file=sys.stderr)
+        return 1
+    for name, cls, confidence, label in zip(
+        names, response.classes, response.confidences, response.labels, strict=True
+    ):
+        print(f"{name}: class {cls}{f' ({label})' if label else ''}, confidence {confidence:.3f}")
+    print(f"model version {response.model_version}")
+    return 0
+
+
+def _call(service, service_type, data, args):
+    try:
+        rospy.wait_for_service(service, args.timeout)
+    except rospy.ROSException:
+        raise SystemExit(f"tfctl: no service {service} (is the node running? --node names it)") from None
+    return rospy.ServiceProxy(service, service_type)(data)
+
+
+def _image(path):
+    rgb = decode_file(path)
+    channels = rgb.shape[2]
+    encoding = {1: "mono8", 3: "rgb8", 4: "rgba8"}[channels]
+    return Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, step=rgb.shape[1] * channels,
+                 data=np.ascontiguousarray(rgb, np.uint8).tobytes())  # fmt: skip
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="tfctl", description="Train, evaluate and predict with the ros_tensorflow node from a terminal."
+    )
+    top.add_argument("--node", default="/ros_tensorflow", help="the node's name (default: /ros_tensorflow)")
+    top.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node (default: 30)")
+    commands = top.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("train", help="send a train goal, with a progress bar; Ctrl-C cancels it")
+    command.add_argument("--epochs", type=int, default=10, help="default: 10")
+    command.add_argument("--batch-size", type=int, default=0, help="0 (default): the node's ~batch_size")
+    command.add_argument("--validation-split", type=float, default=0.0, help="0 <= v < 1 (default: 0, none)")
+    command.add_argument("--dataset", default="", help="'' (default): the node's ~dataset")
+    command.set_defaults(run=train)
+    command = commands.add_parser("evaluate", help="evaluate the served model, print a report per class")
+    command.add_argument("--dataset", default="", help="'' (default): the node's ~dataset")
+    command.add_argument("--version", type=int, default=0, help="0 (default): the model being served")
+    command.set_defaults(run=evaluate)
+    command = commands.add_parser("predict", help="classify the samples (.npy, .npz, .csv) or images (.png, .jpg)")
+    command.add_argument("files", nargs="+", type=pathlib.Path)
+    command.set_defaults(run=predict)
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    rospy.init_node("tfctl", anonymous=True, disable_signals=True)  # Ctrl-C is ours: it cancels the goal
+    return args.run(args)

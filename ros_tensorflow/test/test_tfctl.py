@@ -1,0 +1,91 @@
+"""tfctl, run as users run it (rosrun), against a launched node."""
+
+import signal
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+import rospy
+from conftest import wait_for
+from ros_tensorflow_msgs.srv import Predict
+
+
+class Tfctl:
+    """`rosrun ros_tensorflow tfctl ARGS` in a session of its own (Ctrl-C goes to its whole group, as a terminal's
+    does), its output collected as it comes."""
+
+    def __init__(self, *args):
+        self.process = subprocess.Popen(
+            ["rosrun", "ros_tensorflow", "tfctl", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.out, self.err = [], []
+        self._readers = [
+            threading.Thread(target=lambda s=stream, into=into: into.extend(iter(lambda: s.read1(4096), b"")))
+            for stream, into in ((self.process.stdout, self.out), (self.process.stderr, self.err))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def text(self, which):
+        return b"".join(self.out if which == "out" else self.err).decode()
+
+    def wait(self, timeout=120):
+        status = self.process.wait(timeout)
+        for reader in self._readers:
+            reader.join()
+        return status, self.text("out"), self.text("err")
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"]])
+def test_each_command_has_its_help(command):
+    status, out, _ = Tfctl(*command, "--help").wait()
+    assert status == 0 and out.startswith(f"usage: tfctl {' '.join(command)}".rstrip())
+
+
+def test_train_shows_progress_and_prints_the_result(node):
+    status, out, err = Tfctl("train", "--epochs", 3, "--validation-split", 0.2).wait()
+    assert status == 0, out + err
+    assert "SUCCEEDED: finished 3 epochs" in out and "best epoch" in out and "model: " in out
+    assert "3/3 epochs" in err and "100%" in err and "val_acc" in err  # the tqdm bar, with the metrics
+
+
+def test_ctrl_c_cancels_the_goal_and_the_node_keeps_serving(node):
+    tfctl = Tfctl("train", "--epochs", 10000)
+    wait_for(lambda: "1/10000 epochs" in tfctl.text("err"), 60, "the first epoch on the progress bar")
+    tfctl.process.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground process group
+    status, out, err = tfctl.wait()
+    assert status == 1, out + err
+    assert "cancelling the goal" in err and "PREEMPTED: cancelled after" in out
+    assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes
+
+
+def test_evaluate_prints_a_table_per_class_and_the_pictures_path(node):
+    status, out, err = Tfctl("evaluate", "--dataset", "synthetic").wait()
+    assert status == 0, out + err
+    assert "precision  recall     f1  support" in out and "class 0" in out and "class 1" in out
+    picture = out.split("confusion matrix: ")[1].strip()
+    assert picture.endswith("confusion.png") and open(picture, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "1000/1000" in err
+
+
+def test_a_refused_evaluation_exits_non_zero_with_the_reason(node):
+    status, out, _ = Tfctl("evaluate", "--version", 9).wait()
+    assert status == 1 and "ABORTED: version 9 cannot be evaluated" in out
+
+
+def test_predict_classifies_each_sample_of_a_file(node, tmp_path):
+    np.save(tmp_path / "three.npy", np.random.default_rng(0).normal(size=(3, 10)))
+    status, out, err = Tfctl("predict", tmp_path / "three.npy").wait()
+    assert status == 0, out + err
+    assert [line.split(":")[0] for line in out.splitlines()[:3]] == ["sample 0", "sample 1", "sample 2"]
+    assert "confidence" in out and "model version" in out
+
+
+def test_predict_of_samples_of_another_shape_is_refused(node, tmp_path):
+    np.savetxt(tmp_path / "wrong.csv", np.zeros((2, 12)), delimiter=",")
+    status, _, err = Tfctl("predict", tmp_path / "wrong.csv").wait()
+    assert status == 1 and "the node refused" in err and "10" in err
