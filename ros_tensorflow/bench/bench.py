@@ -17,19 +17,21 @@ import tempfile
 import threading
 import time
 
+import actionlib
 import numpy as np
 import rospy
 import tensorflow as tf
 from actionlib_msgs.msg import GoalStatus
 from bench_common import SAMPLE, TopicProbe, camera_frame, on_one_core, p50_ms, percentiles_ms, row, timed
 from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, stop_process_group, wait_for
-from ros_tensorflow_msgs.msg import Prediction, TrainGoal
+from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateGoal, Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
 from serving_bench import serving_rows
 from std_msgs.msg import Float64MultiArray
 
 from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.evaluation import CHUNK
 from ros_tensorflow.images import image_sample
 from ros_tensorflow.litert import LiteRtModel, to_tflite
 from ros_tensorflow.model import build_classifier
@@ -118,6 +120,39 @@ def during_training(client, n=2000):
     return times, cancels
 
 
+def evaluation_rows(data_dir, n=200_000, rounds=3):
+    """The evaluate action (goal sent to result: loading the .npz, predicting, the metrics, report and picture)
+    against model.evaluate of the same data and model, same batch size, in this process; then /predict while
+    evaluations run."""
+    x, y = make_synthetic(n_samples=n, seed=2)
+    np.savez(data_dir / "eval.npz", x=x, y=y)
+    client = actionlib.SimpleActionClient("evaluate", EvaluateAction)
+    client.wait_for_server(rospy.Duration(30))
+    model = build_classifier()
+    model.evaluate(x, y, batch_size=CHUNK, verbose=0)
+    ours, bare = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        model.evaluate(x, y, batch_size=CHUNK, verbose=0)
+        bare.append(n / (time.perf_counter() - start))
+        start = time.perf_counter()
+        client.send_goal_and_wait(EvaluateGoal(dataset="eval.npz"))
+        ours.append(n / (time.perf_counter() - start))
+    predict = rospy.ServiceProxy("/predict", Predict, persistent=True)
+    times = []
+    while len(times) < 2000:
+        client.send_goal(EvaluateGoal(dataset="eval.npz"))
+        while client.get_state() in (GoalStatus.PENDING, GoalStatus.ACTIVE):
+            times += timed(lambda: predict(SAMPLE), 1)
+    ours, bare = float(np.median(ours)), float(np.median(bare))
+    p99 = percentiles_ms(times)["p99"]
+    return [
+        row("litert", f"evaluate action, {n} samples (median of {rounds})", ours, "samples/s", bare, ours / bare,
+            ">= 0.8 x model.evaluate", ours / bare >= 0.8),
+        row("litert", "/predict p99 during evaluations", p99, "ms"),
+    ]  # fmt: skip
+
+
 CAMERA_SHAPE = (96, 96, 3)
 
 
@@ -185,7 +220,8 @@ def camera_rows():
 
 
 def main(only):
-    """only: ['serve'] (make bench ROWS=serve) measures the serving node's rows alone."""
+    """only: ['serve'] (make bench ROWS=serve) measures the serving node's rows alone, ['evaluate'] the evaluate
+    action's."""
     RESULTS.mkdir(exist_ok=True)
     master = Master(tempfile.mkdtemp(prefix="bench_ros_home_"))
     helpers = {
@@ -196,13 +232,22 @@ def main(only):
     try:
         rospy.init_node("bench", disable_signals=True)
         rospy.wait_for_service("/trivial_predict", 60)
-        if only != ["serve"]:
+        if not only:
             for backend, call in model_call_alone().items():
                 rows.append(row(backend, "model call alone, batch 1, p50", p50_ms(timed(call, 3000)), "ms"))
             for backend in ("litert", "tensorflow"):
                 rows += run_backend(backend, helpers)
             rows += camera_rows()
-        rows += serving_rows()
+        if only == ["evaluate"]:
+            work_dir = pathlib.Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
+            node = LaunchedNode(work_dir)
+            try:
+                node.wait_until_ready()
+                rows += evaluation_rows(work_dir / "data")
+            finally:
+                node.stop()
+        if only in ([], ["serve"]):
+            rows += serving_rows()
     finally:
         for helper in helpers.values():
             stop_process_group(helper)
@@ -220,7 +265,8 @@ def run_backend(backend, helpers):
         client = node.wait_until_ready()
         diagnostics = Diagnostics()
         diagnostics.wait_until(lambda s: s["serving"].startswith(backend), f"{backend} serving")
-        return measure(backend, client, diagnostics, [pid.pid for pid in helpers.values()], helpers["echo_node"].pid)
+        rows = measure(backend, client, diagnostics, [pid.pid for pid in helpers.values()], helpers["echo_node"].pid)
+        return rows + (evaluation_rows(work_dir / "data") if backend == "litert" else [])
     finally:
         node.stop()
 

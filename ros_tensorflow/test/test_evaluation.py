@@ -1,8 +1,10 @@
 """Evaluation: the core on a real Keras model and scikit-learn's metrics; the `evaluate` action on a launched node
 with a real actionlib client."""
 
+import io
 import json
 import pathlib
+import subprocess
 
 import actionlib
 import numpy as np
@@ -10,7 +12,7 @@ import PIL.Image
 import pytest
 import rospy
 from conftest import wait_for
-from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateGoal, TrainGoal
+from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateActionResult, EvaluateGoal, EvaluateResult, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
 from sklearn.metrics import classification_report
@@ -112,7 +114,7 @@ def test_evaluate_reports_the_served_model_with_its_picture(node, tmp_path):
     train.send_goal_and_wait(TrainGoal(epochs=5, validation_split=0.2))
     assert train.get_result().best_epoch in range(5)  # ~keep_best_epoch is on by default
     wait_for(lambda: curves, 30, "the latched training curves")
-    (curves_png,) = (tmp_path / "data" / "training").glob("*/curves.png")
+    curves_png = tmp_path / "data" / "versions" / "1" / "curves.png"  # the goal's version, written before the picture
     with PIL.Image.open(curves_png) as png:
         assert (curves[0].width, curves[0].height) == png.size and png.size[0] > 600
     pictures = []
@@ -136,6 +138,16 @@ def test_evaluate_reports_the_served_model_with_its_picture(node, tmp_path):
     wait_for(lambda: pictures, 10, "the latched confusion matrix picture")
     with PIL.Image.open(report_dir / "confusion.png") as png:
         assert (pictures[0].width, pictures[0].height) == png.size and pictures[0].encoding == "rgb8"
+    # the README's way without a client library
+    results = []
+    rospy.Subscriber("/evaluate/result", EvaluateActionResult, results.append)
+    goal = "{goal: {dataset: synthetic}}"
+    subprocess.run(
+        ["rostopic", "pub", "--once", "/evaluate/goal", "ros_tensorflow_msgs/EvaluateActionGoal", goal], check=True
+    )
+    wait_for(
+        lambda: [r for r in results if r.result.samples == 1000], 60, "the result of a goal sent with rostopic pub"
+    )
 
 
 @pytest.mark.parametrize(
@@ -143,7 +155,7 @@ def test_evaluate_reports_the_served_model_with_its_picture(node, tmp_path):
     [
         (EvaluateGoal(dataset="no_such.npz"), "cannot evaluate on 'no_such.npz': dataset file"),
         (EvaluateGoal(dataset="shapes.npz"), "expected an array of shape (k, 10)"),
-        (EvaluateGoal(version=7), "version 7 cannot be evaluated: this node evaluates the model it serves"),
+        (EvaluateGoal(version=7), "version 7 cannot be evaluated: there is no version 7 (kept: none)"),
     ],
 )
 def test_a_bad_evaluate_goal_is_aborted_with_its_reason(node, tmp_path, goal, reason):
@@ -155,3 +167,12 @@ def test_a_bad_evaluate_goal_is_aborted_with_its_reason(node, tmp_path, goal, re
     assert client.get_state() == actionlib.GoalStatus.ABORTED
     assert reason in client.get_result().message, client.get_result().message
     assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes  # and the node still serves
+
+
+def test_a_model_that_is_always_wrong_gives_counts_a_result_message_can_carry():
+    # scikit-learn returns the support as floats when no prediction is right: the Evaluate result refused them
+    evaluation = evaluate(lambda x: np.tile([0.1, 0.9], (len(x), 1)), X[:4], np.zeros(4, int), ["a", "b"])
+    assert evaluation.accuracy == 0 and evaluation.support == [4, 0] and evaluation.confusion == [[0, 4], [0, 0]]
+    assert all(type(count) is int for count in evaluation.support + evaluation.confusion[0])
+    result = EvaluateResult(support=evaluation.support, confusion=[c for row in evaluation.confusion for c in row])
+    result.serialize(io.BytesIO())

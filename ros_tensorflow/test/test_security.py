@@ -5,7 +5,7 @@ from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
 from ros_processes import Diagnostics
 from ros_tensorflow_msgs.msg import Sample, TrainGoal
-from ros_tensorflow_msgs.srv import Predict
+from ros_tensorflow_msgs.srv import ActivateVersion, Predict
 from std_srvs.srv import Trigger
 
 LOCKED = "refused: ~allow_training is false"
@@ -33,5 +33,7 @@ def test_a_locked_model_refuses_every_change_and_still_serves(launch_node, tmp_p
         rospy.wait_for_service(service, 30)
         answer = rospy.ServiceProxy(service, Trigger)()
         assert not answer.success and LOCKED in answer.message, service
+    answer = rospy.ServiceProxy("/ros_tensorflow/activate_version", ActivateVersion)(1)
+    assert not answer.success and LOCKED in answer.message
     assert len(rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes) == 1
     assert not list((tmp_path / "data").glob("model*")), "nothing saved"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rospy
 from conftest import wait_for
-from ros_tensorflow_msgs.srv import Predict
+from ros_tensorflow_msgs.srv import ListVersions, Predict
 
 
 class Tfctl:
@@ -63,7 +63,7 @@ def test_ctrl_c_cancels_the_goal_and_the_node_keeps_serving(node):
     assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes
 
 
-def test_evaluate_prints_a_table_per_class_and_the_pictures_path(node):
+def test_evaluate_and_predict_print_what_the_node_answered_or_why_not(node, tmp_path):
     status, out, err = Tfctl("evaluate", "--dataset", "synthetic").wait()
     assert status == 0, out + err
     assert "precision  recall     f1  support" in out and "class 0" in out and "class 1" in out
@@ -71,21 +71,47 @@ def test_evaluate_prints_a_table_per_class_and_the_pictures_path(node):
     assert picture.endswith("confusion.png") and open(picture, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "1000/1000" in err
 
-
-def test_a_refused_evaluation_exits_non_zero_with_the_reason(node):
     status, out, _ = Tfctl("evaluate", "--version", 9).wait()
     assert status == 1 and "ABORTED: version 9 cannot be evaluated" in out
 
-
-def test_predict_classifies_each_sample_of_a_file(node, tmp_path):
     np.save(tmp_path / "three.npy", np.random.default_rng(0).normal(size=(3, 10)))
     status, out, err = Tfctl("predict", tmp_path / "three.npy").wait()
     assert status == 0, out + err
     assert [line.split(":")[0] for line in out.splitlines()[:3]] == ["sample 0", "sample 1", "sample 2"]
     assert "confidence" in out and "model version" in out
 
-
-def test_predict_of_samples_of_another_shape_is_refused(node, tmp_path):
     np.savetxt(tmp_path / "wrong.csv", np.zeros((2, 12)), delimiter=",")
     status, _, err = Tfctl("predict", tmp_path / "wrong.csv").wait()
     assert status == 1 and "the node refused" in err and "10" in err
+
+
+def test_versions_activate_and_evaluate_a_version_roll_back_and_forth(node):
+    for _ in range(2):
+        status, out, err = Tfctl("train", "--epochs", 1, "--validation-split", 0.2).wait()
+        assert status == 0, out + err
+    assert "version 2, promoted" in out
+    status, out, _ = Tfctl("versions").wait()
+    assert (
+        status == 0
+        and [line[:9].split() for line in out.splitlines()[1:3]] == [["1"], ["*", "2"]]
+        and "served: 2" in out
+    )
+    listed = rospy.ServiceProxy("/ros_tensorflow/list_versions", ListVersions)()
+    assert [v.version for v in listed.versions] == [1, 2] and listed.served == 2
+    assert [v.served for v in listed.versions] == [False, True] and listed.versions[1].dataset == "synthetic"
+    status, out, _ = Tfctl("activate", 1).wait()
+    assert status == 0 and "serving version 1" in out
+    assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).model_version == 1
+    status, out, _ = Tfctl("versions").wait()
+    assert [line[:9].split() for line in out.splitlines()[1:3]] == [["*", "1"], ["2"]]
+    status, out, err = Tfctl("evaluate", "--version", 2).wait()  # a version not served: compared on the same data
+    assert status == 0 and "model version 2" in out, out + err
+    status, _, err = Tfctl("activate", 9).wait()
+    assert status == 1 and "there is no version 9 (kept: [1, 2]); the current model stays" in err
+    assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).model_version == 1
+    # the README's way without tfctl
+    answer = subprocess.run(
+        ["rosservice", "call", "/ros_tensorflow/activate_version", "version: 2"], capture_output=True, text=True
+    )
+    assert answer.returncode == 0 and "success: True" in answer.stdout and "serving version 2" in answer.stdout
+    assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).model_version == 2

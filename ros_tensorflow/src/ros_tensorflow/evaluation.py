@@ -48,11 +48,11 @@ def evaluate(predict, x, y, class_names, version=0, should_stop=lambda: False, o
         loss=float(log_loss(y, probabilities, labels=labels)),
         accuracy=float(accuracy_score(y, predicted)),
         class_names=list(class_names),
-        precision=precision.tolist(),
-        recall=recall.tolist(),
-        f1=f1.tolist(),
-        support=support.tolist(),
-        confusion=confusion_matrix(y, predicted, labels=labels).tolist(),
+        precision=[float(value) for value in precision],
+        recall=[float(value) for value in recall],
+        f1=[float(value) for value in f1],
+        support=[int(count) for count in support],  # scikit-learn gives floats where no prediction is right
+        confusion=confusion_matrix(y, predicted, labels=labels).astype(int).tolist(),
         version=version,
     )
 

@@ -30,18 +30,24 @@ class EvaluationFace:
     def _execute(self, goal):
         wrapper, settings = self.keeper.wrapper, self._settings_of()
         dataset = goal.dataset or settings.dataset
-        if goal.version not in (0, wrapper.version):
-            served = f"version {wrapper.version}" if wrapper.version else "a model not exported yet"
-            return self._abort(f"version {goal.version} cannot be evaluated: this node evaluates the model it serves"
-                               f" ({served}); send version 0 for it")  # fmt: skip
+        version = goal.version or wrapper.version
+        if version == wrapper.version:
+            predict = wrapper.served_predictor()
+        else:
+            try:
+                predict, shape = self.keeper.version_predictor(version)
+            except ModelFileError as error:
+                return self._abort(f"version {version} cannot be evaluated: {error}")
+            if shape != wrapper.input_shape:
+                served = list(wrapper.input_shape)
+                return self._abort(f"version {version} takes samples of shape {list(shape)}, the served model {served}")
         try:
             x, y, dataset_names = self.trainer.load_dataset(dataset, wrapper, settings)
         except ValueError as error:  # DatasetError: unknown, unreadable, or samples of another shape
             return self._abort(f"cannot evaluate on {dataset!r}: {error}")
         names = class_names_for(dataset_names or wrapper.class_names or settings.class_names, wrapper.output_dim)
-        version = wrapper.version
         evaluation = evaluate(
-            wrapper.served_predictor(),
+            predict,
             x,
             y,
             names,
@@ -58,6 +64,10 @@ class EvaluationFace:
             report_dir = new_run_folder(self._reports_dir)
             picture = write_report(evaluation, report_dir, dataset)
             self._confusion_pub.publish(rgb_image(picture))
+            if self.keeper.versions and version in self.keeper.versions.numbers():
+                summary = {"dataset": dataset, "samples": evaluation.samples, "report_dir": report_dir}
+                summary.update(accuracy=evaluation.accuracy, loss=evaluation.loss)
+                self.keeper.versions.update_meta(version, evaluation=summary)
         except (OSError, ModelFileError) as error:
             message += f"; the report was not written: {error}"
             rospy.logerr("evaluation report: %s", error)

@@ -150,6 +150,8 @@ class ModelWrapper:
         self.commit_count = 0  # which commit predictions see: LiteRT answers only once it serves this one
         self.class_names = []  # one per class where known: saved beside the model file and loaded with it
         self.version = 0  # the exported version these weights are (ModelKeeper), 0 while they are none
+        self.validation_data = None  # (x, y) the last training validated on
+        self._before_training = None
         self.litert = None
         self.served_by_litert = 0
         self._litert_count_lock = threading.Lock()
@@ -224,24 +226,28 @@ class ModelWrapper:
 
         return predict
 
-    def train(self, x, y, epochs, batch_size=32, validation_split=0.0, callbacks=()):
-        """Fit on (x, y), shuffled first: Keras takes the validation split from the end.
+    def train(self, x, y, epochs, batch_size=32, validation_split=0.0, callbacks=(), serve=True):
+        """Fit on (x, y), shuffled first: Keras takes the validation split from the end (kept in validation_data).
 
         Blocks while another training runs. Returns the Keras History. TrainingDiverged if the loss or the weights
         became NaN or Inf: then the weights and the optimizer's state from before are restored and committed, and
-        no diverged commit was ever served.
+        no diverged commit was ever served. serve=False: predictions keep the weights from before (no commit)
+        until promote(), or discard() puts those weights back in the model.
         """
         if not self.trainable:
             raise NotTrainableError("the model was loaded from a SavedModel and is served for prediction only")
         x, y = as_labelled_samples(x, y, self.input_shape, self.output_dim)
         check_validation_split(len(x), validation_split)
         order = np.random.default_rng().permutation(len(x))
+        n_train = int(np.floor(len(x) * (1.0 - validation_split))) if validation_split > 0 else len(x)
+        self.validation_data = (x[order][n_train:], y[order][n_train:])
         divergence = StopOnDivergence()
         commit_each_epoch = keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: divergence.reason or self.commit(epoch_end=True)
+            on_epoch_end=lambda epoch, logs: divergence.reason or not serve or self.commit(epoch_end=True)
         )
         with self._train_lock, self.context.scope():
             before = self.model.get_weights(), [v.numpy() for v in self.model.optimizer.variables]
+            self._before_training = before
             try:
                 history = self.model.fit(
                     x[order].astype(np.float32),
@@ -255,10 +261,30 @@ class ModelWrapper:
             finally:
                 if divergence.reason:
                     self._restore(*before)
-                self.commit()
+                if serve or divergence.reason:
+                    self.commit()
         if divergence.reason:
             raise TrainingDiverged(divergence.reason)
         return history
+
+    def trained_predictor(self):
+        """predict(x) of the model as trained (train(serve=False) has not committed it)."""
+
+        def predict(x):
+            with self.context.scope():
+                return self.model.predict_on_batch(np.asarray(x, np.float32))
+
+        return predict
+
+    def promote(self):
+        """Serve the weights a train(serve=False) made."""
+        self.commit()
+
+    def discard(self):
+        """Put back the weights (and optimizer state) from before the last train(serve=False): predictions never
+        saw the trained ones."""
+        with self.context.scope():
+            self._restore(*self._before_training)
 
     def _restore(self, weights, optimizer_state):
         """Weights and optimizer variables as they were; variables the training created (an optimizer built on

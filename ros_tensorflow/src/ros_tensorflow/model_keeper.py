@@ -7,12 +7,16 @@ import hashlib
 import logging
 import math
 import os
+import pathlib
 import threading
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from ros_tensorflow.files import (
+    class_names_path,
+    info_path,
     load_class_names,
     load_model_info,
     save_class_names,
@@ -30,6 +34,7 @@ from ros_tensorflow.persistence import (
     save_model,
 )
 from ros_tensorflow.tf_context import free_released_memory
+from ros_tensorflow.versions import Versions
 
 
 class ModelBusyError(RuntimeError):
@@ -57,12 +62,18 @@ class ModelKeeper:
     says why the file at `path` is not in use, while a corrupt file forced a fallback.
     """
 
-    def __init__(self, path, fresh_model, log=None, serving_backend="tensorflow", device="", name=""):
+    def __init__(
+        self, path, fresh_model, log=None, serving_backend="tensorflow", device="", name="", versions_dir=None
+    ):
         """fresh_model: ModelWrapper keyword arguments (Settings.fresh_model());
         every model is served by serving_backend and built (so trained and served by TensorFlow) on device;
-        name: the source named in the info of each export (the node's name)."""
+        name: the source named in the info of each export (the node's name); versions_dir: where each exported
+        model is kept as a version (Versions), None: nowhere."""
         self.path = str(path)
         self.name = name
+        self.versions = Versions(versions_dir) if versions_dir else None
+        self.keep_versions = 0  # the newest kept (~keep_versions); 0: all
+        self._last_number = 0  # the highest version number handed out
         self.on_export = None  # called with each ExportedModel, on the export thread
         self.exported = None  # the last ExportedModel
         self._fresh_model = fresh_model
@@ -80,6 +91,12 @@ class ModelKeeper:
         self.version = load_model_info(self.path).get("version", 0) if self.source == self.path else 0
         if not isinstance(self.version, int):
             self.version = 0
+
+    def reserve_version(self):
+        """The next version number: one sequence for the versions kept and the models published on ~model."""
+        kept = self.versions.numbers() if self.versions else []
+        self._last_number = max(self.version, self._last_number, *kept) + 1
+        return self._last_number
 
     @property
     def predictions_served(self):
@@ -177,20 +194,37 @@ class ModelKeeper:
         save_class_names(self.wrapper.class_names, self.path)
         self.source, self.fallback_error = self.path, None
 
-    def export_tflite(self, quantization="none", metrics=None, representative=None):
+    def export_tflite(self, quantization="none", metrics=None, representative=None, version=None, meta=None):
         """Write <path stem>.tflite of the weights committed now beside the model, on a thread of its own (a
         conversion takes a quarter to half a second that a goal need not wait for); logs the path or why not.
-        Each export is a new version: its info (version, metrics) is written beside it, and on_export told.
+        Each export is a new version (number `version`, else the next): its info (version, metrics) is written
+        beside it, and on_export told. The model file, saved just before, is kept at once as that version (with
+        meta: the goal's dataset, samples, epochs), its .tflite added when written.
 
         Returns a Future of the path (ModelFileError if not exported). Exports are written in order.
         """
         wrapper = self.wrapper
+        version = version or self.reserve_version()
+        metrics = metrics or {}
+        if self.versions and wrapper.trainable:
+            self._keep_version(version, {**metrics, **(meta or {}), "version": version, "stamp": time.time()})
+            wrapper.version = version  # the weights committed now are that version: listed and answered as such
         snapshot = (wrapper, wrapper.commit_count, wrapper.model.to_json(), wrapper.model.get_weights())
-        future = self._exports.submit(self._export, *snapshot, quantization, metrics or {}, representative)
+        future = self._exports.submit(self._export, *snapshot, quantization, metrics, representative, version)
         self._unfinished_exports = [f for f in self._unfinished_exports if not f.done()] + [future]
         return future
 
-    def _export(self, wrapper, commit, architecture, weights, quantization, metrics, representative):
+    def _keep_version(self, version, meta, extra_files=()):
+        """The files at path now as version `version`; a version that cannot be kept is logged, the model serves."""
+        files = {f"model{os.path.splitext(self.path)[1]}": self.path, "model.classes.txt": class_names_path(self.path)}
+        files.update(extra_files)
+        try:
+            contents = {name: pathlib.Path(path).read_bytes() for name, path in files.items() if os.path.isfile(path)}
+            self.versions.add(version, contents, meta)
+        except (OSError, ModelFileError) as error:
+            self._log.error("the model is not kept as version %d: %s", version, error)
+
+    def _export(self, wrapper, commit, architecture, weights, quantization, metrics, representative, version):
         litert = wrapper.litert
         try:
             # LiteRT's conversion of this commit, unless it will not be served: a later goal's commits or a reload
@@ -206,20 +240,37 @@ class ModelKeeper:
                     raise ModelFileError(f"cannot convert the model to TFLite: {error}") from error
             path = export_tflite(flatbuffer, self.path)
             info = {name: float(metrics.get(name, math.nan)) for name in ("loss", "acc", "val_loss", "val_acc")}
-            info.update(version=self.version + 1, stamp=time.time(), source=self.name, quantization=quantization)
+            info.update(version=version, stamp=time.time(), source=self.name, quantization=quantization)
             info["sha256"] = hashlib.sha256(flatbuffer).hexdigest()
             save_model_info(info, self.path)
         except ModelFileError as error:
             self._log.warning("the model is saved but not exported to TFLite: %s", error)
             raise
-        self.version = info["version"]
+        self.version = max(self.version, version)
+        self._add_to_version(version, flatbuffer, wrapper)
         if wrapper.commit_count == commit:  # predictions come from the weights exported: say which version
             wrapper.version = self.version
         self._log.info("exported %s (version %d)", path, self.version)
-        self._announce(ExportedModel(flatbuffer, wrapper.input_shape, wrapper.output_dim, wrapper.class_names, info))
+        self._announce(flatbuffer, wrapper, info)
         return path
 
-    def _announce(self, exported):
+    def _add_to_version(self, version, flatbuffer, wrapper):
+        """The .tflite and info of a kept version, then the oldest beyond ~keep_versions removed (never the
+        served one)."""
+        if not self.versions or version not in self.versions.numbers():
+            return
+        try:
+            self.versions.add_file(version, "model.tflite", flatbuffer)
+            self.versions.add_file(version, "model.info.json", info_path(self.path).read_bytes())
+            removed = self.versions.prune(self.keep_versions, wrapper.version or version)
+        except (OSError, ModelFileError) as error:
+            self._log.error("version %d is kept without its .tflite: %s", version, error)
+            return
+        if removed:
+            self._log.info("removed versions %s (~keep_versions %d)", removed, self.keep_versions)
+
+    def _announce(self, flatbuffer, wrapper, info):
+        exported = ExportedModel(flatbuffer, wrapper.input_shape, wrapper.output_dim, wrapper.class_names, info)
         self.exported = exported
         if self.on_export:
             self.on_export(exported)
@@ -238,8 +289,72 @@ class ModelKeeper:
             return self.export_tflite()
         wrapper = self.wrapper
         wrapper.version = info["version"]
-        self._announce(ExportedModel(flatbuffer, wrapper.input_shape, wrapper.output_dim, wrapper.class_names, info))
+        if self.versions and info["version"] not in self.versions.numbers():  # a model from before versions
+            files = {"model.tflite": exported, "model.info.json": info_path(self.path)}
+            self._keep_version(info["version"], {**info, "found_at_startup": True}, files)
+        self._announce(flatbuffer, wrapper, info)
         return None
+
+    def keep_unserved(self, meta, class_names=()):
+        """The model in use, as trained, kept as a new version that is not served (~promote if_better found it
+        worse): saved into the version's folder only, never to path. Returns its number, 0 if not kept."""
+        wrapper = self.wrapper
+        if not self.versions:
+            return 0
+        version = self.reserve_version()
+        scratch = self.versions.root / f".{version}.model-{os.getpid()}.keras"
+        try:
+            self.versions.root.mkdir(parents=True, exist_ok=True)
+            wrapper.model.save(scratch)
+            names = "".join(f"{name}\n" for name in wrapper.class_names or class_names).encode()
+            files = {"model.keras": scratch.read_bytes(), **({"model.classes.txt": names} if names else {})}
+            self.versions.add(version, files, {**meta, "version": version, "stamp": time.time(), "served": False})
+        except (OSError, ModelFileError) as error:
+            self._log.error("the model not promoted is not kept as version %d: %s", version, error)
+            return 0
+        finally:
+            scratch.unlink(missing_ok=True)
+        return version
+
+    def _kept_model_file(self, number):
+        kept = self.versions.numbers() if self.versions else []
+        model_file = self.versions.model_file(number) if number in kept else None
+        if model_file is None:
+            raise ModelFileError(f"there is no version {number} (kept: {kept or 'none'})")
+        return model_file
+
+    def version_predictor(self, number):
+        """(predict(x) -> output of kept version `number`, on a model of its own, its sample shape);
+        ModelFileError if it is not kept or cannot be loaded."""
+        model_file = self._kept_model_file(number)
+        with tf.device(self._device) if self._device else contextlib.nullcontext():
+            model, _ = load_model(str(model_file))
+        shape = tuple(int(size) for size in model.inputs[0].shape[1:])
+        return (lambda x: model.predict_on_batch(np.asarray(x, np.float32))), shape
+
+    def activate(self, number):
+        """Serve version `number` now, as reload() does, and make its files path's, so a restart serves it too.
+        ModelFileError (the current model stays) if it is not kept or cannot be used; ModelBusyError while a
+        training runs."""
+        with self._exclusive("a training runs: activate a version once it ends"):
+            model_file = self._kept_model_file(number)
+            wrapper = self._load(str(model_file))
+            wrapper.version = number
+            folder = self.versions.folder(number)
+            info = load_model_info(model_file)
+            flatbuffer = (folder / "model.tflite").read_bytes() if (folder / "model.tflite").is_file() else None
+            previous_wrapper, self.wrapper = self.wrapper, wrapper
+            self.write()  # the version's model at path (the replaced file becomes the backup)
+            if flatbuffer is not None and info.get("version") == number:
+                export_tflite(flatbuffer, self.path)
+                save_model_info(info, self.path)
+            self._served_by_earlier_models += previous_wrapper.predictions_served
+            previous_wrapper.close()
+            del previous_wrapper
+            free_released_memory()
+        if flatbuffer is not None and info.get("version") == number:  # to the serving nodes: they roll back too
+            self._announce(flatbuffer, wrapper, info)
+        return wrapper
 
     def close(self):
         """Stop the conversions: the node is shutting down. An export under way or waiting is skipped (a cold

@@ -40,7 +40,9 @@ class RosInterface(NodeBase):
             self.settings.serving_backend,
             self.settings.device,
             name=rospy.get_name(),
+            versions_dir=f"{data_dir}/versions",
         )
+        self.keeper.keep_versions = self.settings.keep_versions
         self.sample_store = sample_store
         self.trainer = Trainer(self.keeper, sample_store, data_dir, self.settings.bag_topic or resolved("samples"), log)
         self.serving = ServingFace(lambda: self.keeper.wrapper, lambda: self.settings)
@@ -53,7 +55,7 @@ class RosInterface(NodeBase):
         self.start(RosTensorflowConfig, statuses, counters)
         # Last: clients take the train action server as the sign that everything else is up.
         self.evaluation = EvaluationFace(self.keeper, self.trainer, lambda: self.settings, data_dir)
-        self.training = TrainingFace(self.keeper, self.trainer, sample_store, counters, lambda: self.settings, data_dir)
+        self.training = TrainingFace(self.keeper, self.trainer, sample_store, counters, lambda: self.settings)
         self.keeper.announce_at_startup()  # on ~model for serving nodes, latched
         rospy.loginfo(
             f"ros_tensorflow ready: action {rospy.resolve_name('train')}, service {rospy.resolve_name('predict')},"
@@ -63,4 +65,5 @@ class RosInterface(NodeBase):
     def apply(self, old, new):
         if new.learning_rate != old.learning_rate:
             self.trainer.learning_rate = new.learning_rate
+        self.keeper.keep_versions = new.keep_versions
         self.serving.apply(new)

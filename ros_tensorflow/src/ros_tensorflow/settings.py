@@ -63,6 +63,18 @@ PARAMETERS = {
         True,
         node="train",
     ),
+    "keep_versions": Parameter(
+        10, "int >= 0", "newest versions kept in <data_dir>/versions, and the served one; 0: all", True, node="train"
+    ),
+    "promote": Parameter(
+        "always",
+        "one of: always, if_better",
+        "if_better: a goal's model is served only if its accuracy on ~eval_dataset is at least the served one's",
+        node="train",
+    ),
+    "eval_dataset": Parameter(
+        "", "str", "what ~promote if_better compares on; '': the goal's validation split", node="train"
+    ),
     "save_on_cancel": Parameter(False, "bool", "also save the model when a goal is cancelled", True, node="train"),
     "tensorboard_dir": Parameter("", "str", "'': no TensorBoard logs", node="train"),
     "allow_training": Parameter(

@@ -8,6 +8,7 @@ import argparse
 import math
 import pathlib
 import sys
+import time
 
 import actionlib
 import numpy as np
@@ -15,7 +16,7 @@ import rosgraph.names
 import rospy
 from actionlib_msgs.msg import GoalStatus
 from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateGoal, TrainAction, TrainGoal
-from ros_tensorflow_msgs.srv import Predict, PredictImage
+from ros_tensorflow_msgs.srv import ActivateVersion, ListVersions, Predict, PredictImage
 from sensor_msgs.msg import Image
 from tqdm import tqdm
 
@@ -77,7 +78,8 @@ def train(args):
     if result:
         metrics = {k: getattr(result, k) for k in ("loss", "acc", "val_loss", "val_acc")}
         print(f"epochs completed {result.epochs_completed}, best epoch {result.best_epoch}: {_metrics(metrics)}")
-        print(f"model: {result.model_path or '(not saved)'}")
+        kept = f"version {result.version}, {'promoted' if result.promoted else 'not served'}" if result.version else ""
+        print(f"model: {result.model_path or '(not saved)'}{f', {kept}' if kept else ''}")
     return 0 if state == GoalStatus.SUCCEEDED else 1
 
 
@@ -104,6 +106,26 @@ def evaluate(args):
           f" {result.version}")  # fmt: skip
     print(f"confusion matrix: {pathlib.Path(result.report_dir) / 'confusion.png'}")
     return 0
+
+
+def versions(args):
+    _, node = _names(args.node)
+    response = _call(node + "/list_versions", ListVersions, None, args)
+    print(f"{'':1} {'version':>7}  {'trained':19}  {'dataset':20}  {'samples':>7}  {'epochs':>6}  {'val_acc':>7}")
+    for v in response.versions:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.stamp.to_sec()))
+        val_acc = "-" if math.isnan(v.val_acc) else f"{v.val_acc:.4f}"
+        print(f"{'*' if v.served else ' '} {v.version:7d}  {when}  {v.dataset[:20]:20}  {v.samples:7d}  {v.epochs:6d}"
+              f"  {val_acc:>7}")  # fmt: skip
+    print(f"served: {response.served or 'a model that is no version yet (fresh)'}")
+    return 0
+
+
+def activate(args):
+    _, node = _names(args.node)
+    response = _call(node + "/activate_version", ActivateVersion, args.version, args)
+    print(response.message, file=sys.stdout if response.success else sys.stderr)
+    return 0 if response.success else 1
 
 
 def _samples(path):
@@ -143,7 +165,8 @@ def _call(service, service_type, data, args):
         rospy.wait_for_service(service, args.timeout)
     except rospy.ROSException:
         raise SystemExit(f"tfctl: no service {service} (is the node running? --node names it)") from None
-    return rospy.ServiceProxy(service, service_type)(data)
+    proxy = rospy.ServiceProxy(service, service_type)
+    return proxy() if data is None else proxy(data)
 
 
 def _image(path):
@@ -174,6 +197,11 @@ def parser():
     command = commands.add_parser("predict", help="classify the samples (.npy, .npz, .csv) or images (.png, .jpg)")
     command.add_argument("files", nargs="+", type=pathlib.Path)
     command.set_defaults(run=predict)
+    command = commands.add_parser("versions", help="list the versions kept; * marks the one served")
+    command.set_defaults(run=versions)
+    command = commands.add_parser("activate", help="serve a version now (and after a restart): roll back or forward")
+    command.add_argument("version", type=int)
+    command.set_defaults(run=activate)
     return top
 
 

@@ -18,6 +18,7 @@ from ros_tensorflow.callbacks import (
     optional_callbacks,
 )
 from ros_tensorflow.datasets import Datasets
+from ros_tensorflow.evaluation import class_names_for, evaluate
 from ros_tensorflow.litert import REPRESENTATIVE_SAMPLES
 from ros_tensorflow.model import TrainingDiverged
 from ros_tensorflow.persistence import ModelFileError
@@ -57,6 +58,8 @@ class TrainingOutcome:
     model_path: str = ""  # where the model was saved, '' if it was not
     best_epoch: int = -1  # the epoch (0-based) whose weights were kept (~keep_best_epoch), -1: the last one's
     history: list = dataclasses.field(default_factory=list)  # the metrics of each completed epoch
+    version: int = 0  # the version this goal's model became, 0: none (not saved, or cancelled)
+    promoted: bool = False  # whether that version is served now
 
 
 def _epochs(count):
@@ -93,14 +96,31 @@ class Trainer:
                     check_validation_split(len(x), request.validation_split)
                     if class_names:  # an image folder names its classes
                         wrapper.class_names = class_names
+                    compare_on = self._comparison_data(request, wrapper, settings)
             except ValueError as dataset_error:  # DatasetError, or a split the data cannot fill
                 error = str(dataset_error)
             if error is not None:
                 self._log.warning("train goal rejected: %s", error)
                 return TrainingOutcome(ABORTED, error)
-            outcome = self._train(wrapper, request, settings, x, y, should_stop, on_feedback)
+            outcome = self._train(wrapper, request, settings, x, y, should_stop, on_feedback, compare_on)
         self._log.info("train goal: %s", outcome.message)
         return outcome
+
+    def _comparison_data(self, request, wrapper, settings):
+        """What ~promote if_better compares on: (x, y, what) of ~eval_dataset, None for the goal's validation split
+        (known once it trained), or ValueError if there is nothing to compare on."""
+        if settings.promote != "if_better" or not settings.eval_dataset:
+            if settings.promote == "if_better" and request.validation_split <= 0:
+                raise ValueError(
+                    "~promote is if_better: send a validation_split (or set ~eval_dataset) to compare the new model"
+                    " with the served one on"
+                )
+            return None
+        try:
+            x, y, _ = self.load_dataset(settings.eval_dataset, wrapper, settings)
+        except ValueError as error:
+            raise ValueError(f"~eval_dataset: {error}") from error
+        return x, y, repr(settings.eval_dataset)
 
     def load_dataset(self, name, wrapper, settings):
         """(x, y, class names or []) of a dataset name for wrapper's model; DatasetError (a ValueError) says why
@@ -117,7 +137,21 @@ class Trainer:
         x, y = datasets.load(name)
         return x, y, datasets.class_names
 
-    def _train(self, wrapper, request, settings, x, y, should_stop, on_feedback):
+    def _promotes(self, wrapper, compare_on, outcome):
+        """~promote if_better: whether the trained model's accuracy is at least the served one's on the same
+        samples (both measured now); outcome.message says both."""
+        x, y, what = compare_on or (*wrapper.validation_data, "the goal's validation split")
+        names = class_names_for([], wrapper.output_dim)
+        trained = evaluate(wrapper.trained_predictor(), x, y, names).accuracy
+        served = evaluate(wrapper.served_predictor(), x, y, names).accuracy
+        better = trained >= served
+        outcome.message += (
+            f"; {'promoted' if better else 'not promoted'}: accuracy {trained:.4f} against the served model's"
+            f" {served:.4f} on {len(x)} samples of {what}"
+        )
+        return better
+
+    def _train(self, wrapper, request, settings, x, y, should_stop, on_feedback, compare_on=None):
         def on_epoch(i_epoch, metrics):
             self.epoch = i_epoch + 1
             on_feedback(i_epoch, metrics, epochs.batches_per_epoch, epochs.batches_per_epoch)
@@ -144,6 +178,7 @@ class Trainer:
                 batch_size=request.batch_size or settings.batch_size,
                 validation_split=request.validation_split,
                 callbacks=[cancel, epochs, progress, *extra],
+                serve=settings.promote == "always",
             )
         except TrainingDiverged as diverged:
             rate = wrapper.model.optimizer.learning_rate
@@ -175,6 +210,18 @@ class Trainer:
                     f"; kept the weights of epoch {best.best_epoch} (0-based), the best {best.monitor}"
                     f" ({best.best:.4g})"
                 )
+        meta = {"dataset": request.dataset or settings.dataset, "samples": len(x), "epochs": epochs.epochs_completed}
+        if settings.promote == "if_better":  # nothing trained was served yet
+            if cancel.cancelled:
+                wrapper.discard()
+                outcome.message += "; nothing promoted (~promote if_better): the served model stays"
+                return outcome
+            if not self._promotes(wrapper, compare_on, outcome):
+                outcome.version = self.keeper.keep_unserved({**outcome.metrics, **meta}, settings.class_names)
+                wrapper.discard()
+                outcome.message += f"; kept as version {outcome.version}, the served model stays"
+                return outcome
+            wrapper.promote()
         if not cancel.cancelled or settings.save_on_cancel:
             try:
                 self.keeper.write(settings.class_names)
@@ -186,5 +233,8 @@ class Trainer:
             representative = None
             if settings.tflite_quantization == "int8":  # calibrated on the goal's own data
                 representative = x[np.random.default_rng().permutation(len(x))[:REPRESENTATIVE_SAMPLES]]
-            self.last_export = self.keeper.export_tflite(settings.tflite_quantization, outcome.metrics, representative)
+            outcome.version, outcome.promoted = self.keeper.reserve_version(), True
+            self.last_export = self.keeper.export_tflite(
+                settings.tflite_quantization, outcome.metrics, representative, outcome.version, meta
+            )
         return outcome

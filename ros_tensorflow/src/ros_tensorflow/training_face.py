@@ -4,14 +4,16 @@ each trained model published on ~model for the serving nodes.
 The locks live in the core: the Trainer and ~save/~reload hold the ModelKeeper's training lock.
 """
 
+import math
+
 import actionlib
 import rospy
-from ros_tensorflow_msgs.msg import ImageSample, Model, Sample, TrainAction, TrainFeedback, TrainResult
+from ros_tensorflow_msgs.msg import ImageSample, Model, Sample, TrainAction, TrainFeedback, TrainResult, VersionInfo
+from ros_tensorflow_msgs.srv import ActivateVersion, ActivateVersionResponse, ListVersions, ListVersionsResponse
 from rospy.numpy_msg import numpy_msg
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger, TriggerResponse
 
-from ros_tensorflow.files import new_run_folder, write_file
 from ros_tensorflow.images import image_sample, pixel_limit
 from ros_tensorflow.model_keeper import ModelBusyError
 from ros_tensorflow.persistence import ModelFileError
@@ -50,9 +52,8 @@ def model_message(exported):
 class TrainingFace:
     """The action, recording and model-changing services of one ModelKeeper, its Trainer and SampleStore."""
 
-    def __init__(self, keeper, trainer, sample_store, counters, settings_of, data_dir):
+    def __init__(self, keeper, trainer, sample_store, counters, settings_of):
         self.keeper, self.trainer, self.sample_store = keeper, trainer, sample_store
-        self._curves_dir = f"{data_dir}/training"
         self._curves_pub = rospy.Publisher("~training/curves", Image, queue_size=1, latch=True)
         self.counters = counters
         self._settings_of = settings_of
@@ -68,6 +69,8 @@ class TrainingFace:
             rospy.Service("~save", Trigger, self._handle_save),
             rospy.Service("~reload", Trigger, self._handle_reload),
             rospy.Service("~clear_samples", Trigger, self._handle_clear_samples),
+            rospy.Service("~list_versions", ListVersions, self._handle_list_versions),
+            rospy.Service("~activate_version", ActivateVersion, self._handle_activate_version),
         ]
         self._train_server = actionlib.SimpleActionServer(
             "train", TrainAction, execute_cb=self._execute_train, auto_start=False
@@ -97,6 +100,35 @@ class TrainingFace:
             return TriggerResponse(False, f"{error}; the current model stays")
         rospy.loginfo("reloaded the model from %s", self.keeper.path)
         return TriggerResponse(True, f"reloaded {self.keeper.path} ({sizes(wrapper)})")
+
+    def _handle_list_versions(self, _request):
+        versions, served = self.keeper.versions, self.keeper.wrapper.version
+        listed = []
+        for number in versions.numbers() if versions else []:
+            meta = versions.meta(number)
+            metrics = {k: math.nan if meta.get(k) is None else meta[k] for k in ("loss", "acc", "val_loss", "val_acc")}
+            listed.append(
+                VersionInfo(
+                    version=number,
+                    stamp=rospy.Time.from_sec(meta.get("stamp", 0)),
+                    dataset=meta.get("dataset", ""),
+                    samples=meta.get("samples", 0),
+                    epochs=meta.get("epochs", 0),
+                    served=number == served,
+                    **metrics,
+                )
+            )
+        return ListVersionsResponse(listed, served)
+
+    def _handle_activate_version(self, request):
+        if self._locked():
+            return ActivateVersionResponse(False, f"activating a version {LOCKED}")
+        try:
+            wrapper = self.keeper.activate(request.version)
+        except (ModelBusyError, ModelFileError) as error:
+            return ActivateVersionResponse(False, f"{error}; the current model stays")
+        rospy.loginfo("serving version %d, saved to %s", request.version, self.keeper.path)
+        return ActivateVersionResponse(True, f"serving version {request.version} ({sizes(wrapper)})")
 
     def _handle_clear_samples(self, _request):
         if self._locked():
@@ -163,6 +195,8 @@ class TrainingFace:
             model_path=outcome.model_path,
             message=outcome.message,
             best_epoch=outcome.best_epoch,
+            version=outcome.version,
+            promoted=outcome.promoted,
             **outcome.metrics,
         )
         finish = {
@@ -172,16 +206,16 @@ class TrainingFace:
         }[outcome.state]
         finish(result, outcome.message)
         if outcome.state == SUCCEEDED and outcome.history:  # after the result: the client need not wait for it
-            self._publish_curves(outcome.history)
+            self._publish_curves(outcome.history, outcome.version)
 
-    def _publish_curves(self, history):
-        """curves.png of the goal in its own folder under ~data_dir/training, and latched on ~training/curves."""
-        try:
-            png, rgb = png_and_rgb(curves_figure(history))
-            write_file(f"{new_run_folder(self._curves_dir)}/curves.png", png)
-        except (OSError, ModelFileError) as error:
-            rospy.logerr("the training curves were not written: %s", error)
-            return
+    def _publish_curves(self, history, version):
+        """curves.png into the goal's version folder, and latched on ~training/curves."""
+        png, rgb = png_and_rgb(curves_figure(history))
+        if version and self.keeper.versions:
+            try:
+                self.keeper.versions.add_file(version, "curves.png", png)
+            except ModelFileError as error:
+                rospy.logerr("the training curves were not written: %s", error)
         self._curves_pub.publish(rgb_image(rgb))
 
     def _publish_feedback(self, i_epoch, metrics, batch, batches_per_epoch):
