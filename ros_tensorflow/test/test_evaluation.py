@@ -5,6 +5,7 @@ import io
 import json
 import pathlib
 import subprocess
+import threading
 
 import actionlib
 import numpy as np
@@ -150,23 +151,20 @@ def test_evaluate_reports_the_served_model_with_its_picture(node, tmp_path):
     )
 
 
-@pytest.mark.parametrize(
-    ("goal", "reason"),
-    [
-        (EvaluateGoal(dataset="no_such.npz"), "cannot evaluate on 'no_such.npz': dataset file"),
-        (EvaluateGoal(dataset="shapes.npz"), "expected an array of shape (k, 10)"),
-        (EvaluateGoal(version=7), "version 7 cannot be evaluated: there is no version 7 (kept: none)"),
-    ],
-)
-def test_a_bad_evaluate_goal_is_aborted_with_its_reason(node, tmp_path, goal, reason):
+def test_bad_evaluate_goals_are_aborted_with_their_reason_and_the_node_still_serves(node, tmp_path):
     rng = np.random.default_rng(0)  # samples of another shape: 12 values, the model takes 10
     np.savez(tmp_path / "data" / "shapes.npz", x=rng.normal(size=(20, 12)), y=rng.integers(0, 2, 20))
     client = evaluate_client()
-    client.send_goal(goal)
-    assert client.wait_for_result(rospy.Duration(60))
-    assert client.get_state() == actionlib.GoalStatus.ABORTED
-    assert reason in client.get_result().message, client.get_result().message
-    assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes  # and the node still serves
+    for goal, reason in [
+        (EvaluateGoal(dataset="no_such.npz"), "cannot evaluate on 'no_such.npz': dataset file"),
+        (EvaluateGoal(dataset="shapes.npz"), "expected an array of shape (k, 10)"),
+        (EvaluateGoal(version=7), "version 7 cannot be evaluated: there is no version 7 (kept: none)"),
+    ]:
+        client.send_goal(goal)
+        assert client.wait_for_result(rospy.Duration(60))
+        assert client.get_state() == actionlib.GoalStatus.ABORTED
+        assert reason in client.get_result().message, client.get_result().message
+    assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes
 
 
 def test_a_model_that_is_always_wrong_gives_counts_a_result_message_can_carry():
@@ -176,3 +174,26 @@ def test_a_model_that_is_always_wrong_gives_counts_a_result_message_can_carry():
     assert all(type(count) is int for count in evaluation.support + evaluation.confusion[0])
     result = EvaluateResult(support=evaluation.support, confusion=[c for row in evaluation.confusion for c in row])
     result.serialize(io.BytesIO())
+
+
+def test_evaluate_runs_beside_a_training_goal_and_cancels_like_it(node, tmp_path):
+    _, train = node
+    x, y = make_synthetic(n_samples=100_000, seed=1)
+    np.savez(tmp_path / "data" / "large.npz", x=x, y=y)
+    training = threading.Event()
+    train.send_goal(TrainGoal(epochs=10000), feedback_cb=lambda _: training.set())
+    assert training.wait(60)
+    client = evaluate_client()
+    client.send_goal_and_wait(EvaluateGoal(dataset="synthetic"), rospy.Duration(60))
+    assert client.get_state() == actionlib.GoalStatus.SUCCEEDED and client.get_result().samples == 1000
+    assert train.get_state() == actionlib.GoalStatus.ACTIVE  # the training went on meanwhile
+    train.cancel_goal()
+    assert train.wait_for_result(rospy.Duration(60))
+
+    started = threading.Event()
+    client.send_goal(EvaluateGoal(dataset="large.npz"), feedback_cb=lambda _: started.set())
+    assert started.wait(60)
+    client.cancel_goal()
+    assert client.wait_for_result(rospy.Duration(60))
+    assert client.get_state() == actionlib.GoalStatus.PREEMPTED and client.get_result().message == "cancelled"
+    assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes

@@ -46,14 +46,13 @@ def test_each_command_has_its_help(command):
     assert status == 0 and out.startswith(f"usage: tfctl {' '.join(command)}".rstrip())
 
 
-def test_train_shows_progress_and_prints_the_result(node):
+def test_train_shows_progress_prints_the_result_and_ctrl_c_cancels(node):
     status, out, err = Tfctl("train", "--epochs", 3, "--validation-split", 0.2).wait()
     assert status == 0, out + err
     assert "SUCCEEDED: finished 3 epochs" in out and "best epoch" in out and "model: " in out
     assert "3/3 epochs" in err and "100%" in err and "val_acc" in err  # the tqdm bar, with the metrics
 
-
-def test_ctrl_c_cancels_the_goal_and_the_node_keeps_serving(node):
+    # Ctrl-C cancels the goal, and the node keeps serving
     tfctl = Tfctl("train", "--epochs", 10000)
     wait_for(lambda: "1/10000 epochs" in tfctl.text("err"), 60, "the first epoch on the progress bar")
     tfctl.process.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground process group

@@ -4,6 +4,7 @@ master."""
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -150,6 +151,11 @@ def test_if_better_keeps_the_served_model_when_the_new_one_is_worse(tmp_path):
     assert versions.numbers() == [1, 2] and versions.meta(2)["served"] is False
     trainer.keeper.activate(2)  # kept, so it can still be served on purpose
     assert trainer.keeper.wrapper.predict(PROBE).argmax(axis=1).tolist() != before.argmax(axis=1).tolist()
+    deadline = time.monotonic() + 120  # exported now, under its own number, for the serving nodes and restarts
+    while trainer.keeper.exported.info["version"] != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert trainer.keeper.exported.info["version"] == 2 and (versions.folder(2) / "model.tflite").is_file()
+    assert load_model_info(tmp_path / "model.keras")["version"] == 2 and versions.numbers() == [1, 2]
 
 
 def test_if_better_compares_on_the_validation_split_and_needs_one(tmp_path):

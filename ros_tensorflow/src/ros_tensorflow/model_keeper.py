@@ -206,7 +206,7 @@ class ModelKeeper:
         wrapper = self.wrapper
         version = version or self.reserve_version()
         metrics = metrics or {}
-        if self.versions and wrapper.trainable:
+        if self.versions and wrapper.trainable and version not in self.versions.numbers():
             self._keep_version(version, {**metrics, **(meta or {}), "version": version, "stamp": time.time()})
             wrapper.version = version  # the weights committed now are that version: listed and answered as such
         snapshot = (wrapper, wrapper.commit_count, wrapper.model.to_json(), wrapper.model.get_weights())
@@ -314,6 +314,7 @@ class ModelKeeper:
             return 0
         finally:
             scratch.unlink(missing_ok=True)
+        self.versions.prune(self.keep_versions, wrapper.version)
         return version
 
     def _kept_model_file(self, number):
@@ -354,6 +355,8 @@ class ModelKeeper:
             free_released_memory()
         if flatbuffer is not None and info.get("version") == number:  # to the serving nodes: they roll back too
             self._announce(flatbuffer, wrapper, info)
+        else:  # a version never exported (~promote if_better did not serve it): exported now, under its number
+            self.export_tflite(version=number)
         return wrapper
 
     def close(self):
