@@ -54,7 +54,12 @@ def save_class_names(names, model_path):
     if not names:
         path.unlink(missing_ok=True)
         return
-    write_file(path, "".join(f"{name}\n" for name in names).encode())
+    write_file(path, class_names_data(names))
+
+
+def class_names_data(names):
+    """The class-names file's contents: one name per line."""
+    return "".join(f"{name}\n" for name in names).encode()
 
 
 def load_class_names(model_path):

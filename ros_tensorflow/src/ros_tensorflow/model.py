@@ -1,5 +1,6 @@
 """ModelWrapper: train and predict a Keras model safely from any thread."""
 
+import contextlib
 import math
 import threading
 import time
@@ -55,6 +56,17 @@ def build_classifier(input_shape=10, output_dim=2, hidden_units=32, learning_rat
 
 
 DEFAULT_LEARNING_RATES = {"sgd": 0.1, "adam": 0.003}
+
+
+def keras_predictor(model, scope=contextlib.nullcontext):
+    """predict(x) -> the output of a Keras model for a chunk of samples, called in scope() (a TensorFlowContext's,
+    for a model built on a device)."""
+
+    def predict(x):
+        with scope():
+            return model.predict_on_batch(np.asarray(x, np.float32))
+
+    return predict
 
 
 def compile_classifier(model, learning_rate=0.0, optimizer="sgd"):
@@ -219,12 +231,7 @@ class ModelWrapper:
         with self.context.scope():
             clone = keras.models.clone_model(self.model)
             clone.set_weights(weights)
-
-        def predict(x):
-            with self.context.scope():
-                return clone.predict_on_batch(np.asarray(x, np.float32))
-
-        return predict
+        return keras_predictor(clone, self.context.scope)
 
     def train(self, x, y, epochs, batch_size=32, validation_split=0.0, callbacks=(), serve=True):
         """Fit on (x, y), shuffled first: Keras takes the validation split from the end (kept in validation_data).
@@ -269,12 +276,7 @@ class ModelWrapper:
 
     def trained_predictor(self):
         """predict(x) of the model as trained (train(serve=False) has not committed it)."""
-
-        def predict(x):
-            with self.context.scope():
-                return self.model.predict_on_batch(np.asarray(x, np.float32))
-
-        return predict
+        return keras_predictor(self.model, self.context.scope)
 
     def promote(self):
         """Serve the weights a train(serve=False) made."""
@@ -294,11 +296,13 @@ class ModelWrapper:
             variable.assign(optimizer_state[i] if i < len(optimizer_state) else np.zeros(variable.shape))
 
     def predict(self, x):
-        """Model output, shape (k, output_dim), for k samples given flat or as (k, *input_shape)."""
-        return self.predict_samples(as_samples(x, self.input_shape))
+        """Model output, shape (k, output_dim), for k samples given flat or as (k, *input_shape); ValueError for
+        NaN or Inf outputs."""
+        return check_output(self.predict_samples(as_samples(x, self.input_shape)))
 
     def predict_samples(self, x):
-        """predict() for samples as_samples() has already checked (the stream checks each message on arrival)."""
+        """Output for samples as_samples() has already checked (the stream checks each message on arrival), as
+        TfliteModel's: prediction_rows() refuses NaN or Inf outputs, so the serving face checks them once."""
         litert_model = self.litert.model_for(self.commit_count) if self.litert else None
         if litert_model is not None:
             output = litert_model.predict(x.astype(np.float32, copy=False))
@@ -308,4 +312,4 @@ class ModelWrapper:
             copy = self._copies[self._active]
             with copy.lock, self.context.scope():
                 output = copy.predict(x)
-        return check_output(output)
+        return output

@@ -11,10 +11,10 @@ import pathlib
 import threading
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from ros_tensorflow.files import (
+    class_names_data,
     class_names_path,
     info_path,
     load_class_names,
@@ -24,7 +24,7 @@ from ros_tensorflow.files import (
     tflite_path,
 )
 from ros_tensorflow.litert import ConversionError, ConverterProcess
-from ros_tensorflow.model import ModelWrapper
+from ros_tensorflow.model import ModelWrapper, keras_predictor
 from ros_tensorflow.persistence import (
     ModelFileError,
     backup_path,
@@ -306,7 +306,7 @@ class ModelKeeper:
         try:
             self.versions.root.mkdir(parents=True, exist_ok=True)
             wrapper.model.save(scratch)
-            names = "".join(f"{name}\n" for name in wrapper.class_names or class_names).encode()
+            names = class_names_data(wrapper.class_names or class_names)
             files = {"model.keras": scratch.read_bytes(), **({"model.classes.txt": names} if names else {})}
             self.versions.add(version, files, {**meta, "version": version, "stamp": time.time(), "served": False})
         except (OSError, ModelFileError) as error:
@@ -330,8 +330,7 @@ class ModelKeeper:
         model_file = self._kept_model_file(number)
         with tf.device(self._device) if self._device else contextlib.nullcontext():
             model, _ = load_model(str(model_file))
-        shape = tuple(int(size) for size in model.inputs[0].shape[1:])
-        return (lambda x: model.predict_on_batch(np.asarray(x, np.float32))), shape
+        return keras_predictor(model), tuple(int(size) for size in model.inputs[0].shape[1:])
 
     def activate(self, number):
         """Serve version `number` now, as reload() does, and make its files path's, so a restart serves it too.
@@ -341,19 +340,14 @@ class ModelKeeper:
             model_file = self._kept_model_file(number)
             wrapper = self._load(str(model_file))
             wrapper.version = number
-            folder = self.versions.folder(number)
-            info = load_model_info(model_file)
-            flatbuffer = (folder / "model.tflite").read_bytes() if (folder / "model.tflite").is_file() else None
-            previous_wrapper, self.wrapper = self.wrapper, wrapper
+            tflite, info = self.versions.folder(number) / "model.tflite", load_model_info(model_file)
+            flatbuffer = tflite.read_bytes() if tflite.is_file() and info.get("version") == number else None
+            self._replace_wrapper(wrapper)
             self.write()  # the version's model at path (the replaced file becomes the backup)
-            if flatbuffer is not None and info.get("version") == number:
+            if flatbuffer is not None:
                 export_tflite(flatbuffer, self.path)
                 save_model_info(info, self.path)
-            self._served_by_earlier_models += previous_wrapper.predictions_served
-            previous_wrapper.close()
-            del previous_wrapper
-            free_released_memory()
-        if flatbuffer is not None and info.get("version") == number:  # to the serving nodes: they roll back too
+        if flatbuffer is not None:  # to the serving nodes: they roll back too
             self._announce(flatbuffer, wrapper, info)
         else:  # a version never exported (~promote if_better did not serve it): exported now, under its number
             self.export_tflite(version=number)
@@ -380,9 +374,14 @@ class ModelKeeper:
             except ModelFileError as error:
                 self._log.warning("reload failed: %s; the current model stays", error)
                 raise
-            self._served_by_earlier_models += self.wrapper.predictions_served
-            previous, self.wrapper, self.source, self.fallback_error = self.wrapper, wrapper, self.path, None
-            previous.close()
-            del previous
-            free_released_memory()
+            self._replace_wrapper(wrapper)
+            self.source, self.fallback_error = self.path, None
         return wrapper
+
+    def _replace_wrapper(self, wrapper):
+        """Predictions switch to wrapper at once; the one it replaces stops converting and its memory is freed."""
+        self._served_by_earlier_models += self.wrapper.predictions_served
+        previous, self.wrapper = self.wrapper, wrapper
+        previous.close()
+        del previous
+        free_released_memory()

@@ -109,18 +109,20 @@ class Trainer:
     def _comparison_data(self, request, wrapper, settings):
         """What ~promote if_better compares on: (x, y, what) of ~eval_dataset, None for the goal's validation split
         (known once it trained), or ValueError if there is nothing to compare on."""
-        if settings.promote != "if_better" or not settings.eval_dataset:
-            if settings.promote == "if_better" and request.validation_split <= 0:
-                raise ValueError(
-                    "~promote is if_better: send a validation_split (or set ~eval_dataset) to compare the new model"
-                    " with the served one on"
-                )
+        if settings.promote != "if_better":
             return None
-        try:
-            x, y, _ = self.load_dataset(settings.eval_dataset, wrapper, settings)
-        except ValueError as error:
-            raise ValueError(f"~eval_dataset: {error}") from error
-        return x, y, repr(settings.eval_dataset)
+        if settings.eval_dataset:
+            try:
+                x, y, _ = self.load_dataset(settings.eval_dataset, wrapper, settings)
+            except ValueError as error:
+                raise ValueError(f"~eval_dataset: {error}") from error
+            return x, y, repr(settings.eval_dataset)
+        if request.validation_split <= 0:
+            raise ValueError(
+                "~promote is if_better: send a validation_split (or set ~eval_dataset) to compare the new model"
+                " with the served one on"
+            )
+        return None
 
     def load_dataset(self, name, wrapper, settings):
         """(x, y, class names or []) of a dataset name for wrapper's model; DatasetError (a ValueError) says why
