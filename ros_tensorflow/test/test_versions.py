@@ -149,13 +149,16 @@ def test_if_better_keeps_the_served_model_when_the_new_one_is_worse(tmp_path):
     assert {name: (tmp_path / name).read_bytes() for name in on_disk} == on_disk  # neither saved nor exported
     versions = trainer.keeper.versions
     assert versions.numbers() == [1, 2] and versions.meta(2)["served"] is False
+    assert trainer.run(TrainingRequest(epochs=1, dataset="good.npz"), settings).version == 3  # a newer one after it
+    trainer.last_export.result(120)
     trainer.keeper.activate(2)  # kept, so it can still be served on purpose
     assert trainer.keeper.wrapper.predict(PROBE).argmax(axis=1).tolist() != before.argmax(axis=1).tolist()
     deadline = time.monotonic() + 120  # exported now, under its own number, for the serving nodes and restarts
     while trainer.keeper.exported.info["version"] != 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert trainer.keeper.exported.info["version"] == 2 and (versions.folder(2) / "model.tflite").is_file()
-    assert load_model_info(tmp_path / "model.keras")["version"] == 2 and versions.numbers() == [1, 2]
+    assert load_model_info(tmp_path / "model.keras")["version"] == 2 and versions.numbers() == [1, 2, 3]
+    assert trainer.keeper.wrapper.version == 2  # the version served, not the highest number handed out
 
 
 def test_if_better_compares_on_the_validation_split_and_needs_one(tmp_path):

@@ -249,8 +249,8 @@ class ModelKeeper:
         self.version = max(self.version, version)
         self._add_to_version(version, flatbuffer, wrapper)
         if wrapper.commit_count == commit:  # predictions come from the weights exported: say which version
-            wrapper.version = self.version
-        self._log.info("exported %s (version %d)", path, self.version)
+            wrapper.version = version
+        self._log.info("exported %s (version %d)", path, version)
         self._announce(flatbuffer, wrapper, info)
         return path
 
