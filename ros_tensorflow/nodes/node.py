@@ -85,8 +85,15 @@ if __name__ == "__main__":
         rospy.logfatal("%s", error)
         sys.exit(1)
     with without_no_gpu_messages():
-        import tensorflow as tf
-
+        try:
+            import tensorflow as tf
+        except ModuleNotFoundError:
+            rospy.logfatal(
+                "TensorFlow cannot be imported by %s: this workspace was built for the serving node (make serve)."
+                " Run `make build` for the training node, or launch serve.launch",
+                sys.executable,
+            )
+            sys.exit(1)
         tf.config.list_physical_devices()  # TensorFlow looks for GPUs (cuInit) once, here
     from ros_tensorflow.ros_interface import RosInterface
 

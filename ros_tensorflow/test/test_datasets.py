@@ -207,3 +207,10 @@ def test_an_image_larger_than_max_image_pixels_is_refused_from_its_header(tmp_pa
     write_digit_folders(tmp_path / "digits")
     with pytest.raises(DatasetError, match=r"one/0.png: image of 8 x 8 = 64 pixels, more than ~max_image_pixels"):
         Datasets(tmp_path, (8, 8, 1), 3, max_image_pixels=63).load("digits")
+
+
+def test_synthetic_is_the_same_samples_for_the_same_seed_and_sizes(tmp_path):
+    first, again = (Datasets(tmp_path, 10, 2, seed=0).load("synthetic") for _ in range(2))
+    other = Datasets(tmp_path, 10, 2, seed=1).load("synthetic")
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0], other[0])

@@ -21,6 +21,7 @@ from sklearn.metrics import classification_report
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.evaluation import CHUNK, class_names_for, evaluate, write_report
 from ros_tensorflow.model import ModelWrapper
+from ros_tensorflow.plots import confusion_figure, curves_figure, png_and_rgb
 
 X, Y = make_synthetic(n_samples=600, seed=3)
 
@@ -97,6 +98,19 @@ def test_the_report_and_picture_are_written_whole(trained, tmp_path):
         assert png.size == (rgb.shape[1], rgb.shape[0]) and png.size[0] > 300
     assert rgb.dtype == np.uint8 and rgb.std() > 10  # drawn, not blank
     assert sorted(path.name for path in tmp_path.iterdir()) == ["confusion.png", "report.json"]  # no temporaries
+
+
+def test_the_pictures_say_what_was_evaluated_and_which_epoch_was_kept():
+    confusion = confusion_figure([[40, 2], [3, 55]], ["cup", "ball"], "version 3 on 'trusted.npz': accuracy 0.9500")
+    assert confusion.axes[0].get_title() == "version 3 on 'trusted.npz': accuracy 0.9500\nconfusion matrix, 100 samples"
+    history = [{"loss": 1 / (i + 1), "acc": 0.9 + i / 100, "val_loss": 1 / (i + 2), "val_acc": 0.99} for i in range(5)]
+    curves = curves_figure(history, version=3, best_epoch=2)
+    png_and_rgb(curves)  # drawn: the tick positions are those shown
+    loss, accuracy = curves.axes[:2]
+    assert curves.get_suptitle() == "version 3" and accuracy.get_ylim() == (0, 1.02)
+    assert all(float(tick).is_integer() for tick in loss.get_xticks())
+    kept = [line for line in loss.get_lines() if line.get_label() == "weights kept (epoch 2)"]
+    assert len(kept) == 1 and list(kept[0].get_xdata()) == [2, 2]
 
 
 # The action, on the node as users launch it.

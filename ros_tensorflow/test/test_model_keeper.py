@@ -36,7 +36,45 @@ def test_a_model_file_is_loaded_and_its_sizes_win(tmp_path, caplog):
         keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
     assert keeper.source == str(tmp_path / "model.keras")
     assert (keeper.wrapper.input_dim, keeper.wrapper.output_dim) == (4, 3)
-    assert "its sizes win over ~input_dim/~input_shape [10] and ~output_dim 2" in caplog.text
+    assert "sizes win" not in caplog.text  # the defaults: nobody asked for other sizes
+    with caplog.at_level(logging.WARNING):
+        ModelKeeper(tmp_path / "model.keras", Settings().replace(output_dim=5, input_dim=4).fresh_model())
+    assert "takes samples of shape [4] and has 3 classes: its sizes win over ~output_dim 5" in caplog.text
+
+
+def test_class_names_set_as_a_parameter_become_a_loaded_models_own_and_travel_at_start_up(tmp_path):
+    versions = tmp_path / "versions"
+    first = ModelKeeper(tmp_path / "model.keras", FRESH, versions_dir=versions)
+    first.write()
+    first.export_tflite().result(120)
+    first.close()
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH, versions_dir=versions)
+    keeper.adopt_class_names(["neg", "pos"])
+    announced = []
+    keeper.on_export = announced.append
+    assert keeper.announce_at_startup() is None
+    assert announced[0].class_names == ["neg", "pos"]  # the ~model message robots label with
+    assert (tmp_path / "model.classes.txt").read_text() == "neg\npos\n"
+    assert (versions / "1" / "model.classes.txt").read_text() == "neg\npos\n"
+    keeper.adopt_class_names(["other", "names"])  # its own names win from now on
+    assert keeper.wrapper.class_names == ["neg", "pos"]
+    keeper.close()
+
+
+@pytest.mark.parametrize(
+    "last_layer, reason",
+    [
+        (lambda: keras.layers.Dense(1), "one output value per sample: a regression or single-unit"),
+        (lambda: keras.layers.Dense(1, activation="sigmoid"), "one output value per sample"),
+        (lambda: keras.layers.Dense(3), "its outputs are not class probabilities"),
+    ],
+)
+def test_models_that_are_not_softmax_classifiers_are_refused_at_load(tmp_path, last_layer, reason):
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, activation="relu"), last_layer()])
+    model.save(tmp_path / "model.keras")
+    keeper = ModelKeeper(tmp_path / "model.keras", FRESH)
+    assert keeper.source == "fresh" and reason in keeper.fallback_error
+    keeper.close()
 
 
 def test_a_corrupt_file_falls_back_to_the_backup_which_a_save_then_keeps(tmp_path):

@@ -1,5 +1,7 @@
 """A deployed model locked against changes over ROS (~allow_training: false), through a real master."""
 
+import math
+
 import rospy
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
@@ -7,6 +9,7 @@ from ros_processes import Diagnostics
 from ros_tensorflow_msgs.msg import Sample, TrainGoal
 from ros_tensorflow_msgs.srv import ActivateVersion, Predict
 from std_srvs.srv import Trigger
+from test_tfctl import Tfctl
 
 LOCKED = "refused: ~allow_training is false"
 
@@ -19,7 +22,13 @@ def test_a_locked_model_refuses_every_change_and_still_serves(launch_node, tmp_p
 
     client.send_goal(TrainGoal(epochs=1))
     assert client.wait_for_result(rospy.Duration(60))
-    assert client.get_state() == GoalStatus.ABORTED and LOCKED in client.get_result().message
+    result = client.get_result()
+    assert client.get_state() == GoalStatus.ABORTED and LOCKED in result.message
+    assert (
+        result.best_epoch == -1 and math.isnan(result.loss) and math.isnan(result.acc)
+    )  # as every goal that trained none
+    status, out, err = Tfctl("train", "--epochs", 1).wait()
+    assert status == 1 and f"ABORTED: training is {LOCKED}" in out and "epoch" not in out.split("\n", 1)[1], out + err
 
     samples = rospy.Publisher("/ros_tensorflow/samples", Sample, queue_size=10)
     wait_for(lambda: samples.get_num_connections(), 30, "the node's ~samples")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 
+import keras
 import numpy as np
 import pytest
 import rospy
@@ -15,6 +16,7 @@ from ros_processes import Diagnostics, ServingNode, node_pid, node_sends_to
 from ros_tensorflow_msgs.msg import Model, Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_msgs.msg import Float64MultiArray
+from test_tfctl import Tfctl, write_samples
 
 from ros_tensorflow.datasets import make_synthetic
 from ros_tensorflow.litert import to_tflite
@@ -153,17 +155,32 @@ def test_bad_models_on_the_topic_are_refused_counted_and_the_served_model_stays(
         model_message(good[: len(good) // 2], 8),  # a truncated .tflite, hashed as it is
         model_message(to_tflite(build_classifier(input_shape=4)), 9, input_shape=(4,)),  # another shape than pinned
         model_message(good, 10, input_shape=(12,)),  # says one shape, holds another
+        model_message(to_tflite(keras.Sequential([keras.Input((10,)), keras.layers.Dense(1)])), 11, output_dim=1),
+        model_message(to_tflite(keras.Sequential([keras.Input((10,)), keras.layers.Dense(2)])), 12),  # logits
     ]
     for i, msg in enumerate(bad, 1):  # one at a time: the node takes the newest model waiting, not a backlog
         pub.publish(msg)
         values = status.wait_until(lambda s, i=i: s["models_refused"] == str(i), f"{i} models refused")
-    assert "version 10 from /tests: it says input_shape [12]" in values["last_refusal"]
+        if i == 4:
+            assert "version 10 from /tests: it says input_shape [12]" in values["last_refusal"]
+        if i == 5:  # judged as the training node judges it
+            assert "the node cannot serve it: one output value per sample: a regression" in values["last_refusal"]
+    assert (
+        "version 12 from /tests: the node cannot serve it: its outputs are not class probabilities"
+        in (values["last_refusal"])
+    )
     output, answer = predict(PROBE)
     assert answer.model_version == 0
     np.testing.assert_allclose(output, served.predict(PROBE, verbose=0), atol=1e-5)
-    pub.publish(model_message(good, 11))
-    wait_for(lambda: served_version() == 11, 30, "the good model served")
+    pub.publish(model_message(good, 13))
+    wait_for(lambda: served_version() == 13, 30, "the good model served")
     pub.unregister()
+    # tfctl: a serving node has no training interface, and says so rather than waiting for one
+    for command in (["versions"], ["evaluate"], ["train", "--epochs", "1"], ["activate", "1"]):
+        status, out, err = Tfctl("--node", "/robot1/ros_tensorflow", "--timeout", 600, *command).wait(timeout=60)
+        assert status == 1 and "/robot1/ros_tensorflow is a serving node (serve_node.py)" in err, out + err
+    status, out, err = Tfctl("--node", "/robot1/ros_tensorflow", "predict", write_samples(tmp_path, 2)).wait()
+    assert status == 0 and "model version 13" in out, out + err
 
 
 def test_a_fully_quantized_model_gives_real_probabilities_close_to_the_float_models(serving, tmp_path):

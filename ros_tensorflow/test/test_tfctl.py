@@ -4,6 +4,7 @@ import signal
 import subprocess
 import threading
 
+import dynamic_reconfigure.client
 import numpy as np
 import pytest
 import rospy
@@ -38,6 +39,11 @@ class Tfctl:
         for reader in self._readers:
             reader.join()
         return status, self.text("out"), self.text("err")
+
+
+def write_samples(folder, k, values=10, name="samples.npy"):
+    np.save(folder / name, np.random.default_rng(k).normal(size=(k, values)))
+    return folder / name
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"]])
@@ -76,7 +82,9 @@ def test_evaluate_and_predict_print_what_the_node_answered_or_why_not(node, tmp_
     np.save(tmp_path / "three.npy", np.random.default_rng(0).normal(size=(3, 10)))
     status, out, err = Tfctl("predict", tmp_path / "three.npy").wait()
     assert status == 0, out + err
-    assert [line.split(":")[0] for line in out.splitlines()[:3]] == ["sample 0", "sample 1", "sample 2"]
+    assert [line.split(": ")[0] for line in out.splitlines()[:3]] == [
+        f"{tmp_path / 'three.npy'} sample {i}" for i in range(3)
+    ]
     assert "confidence" in out and "model version" in out
 
     np.savetxt(tmp_path / "wrong.csv", np.zeros((2, 12)), delimiter=",")
@@ -114,3 +122,47 @@ def test_versions_activate_and_evaluate_a_version_roll_back_and_forth(node):
     )
     assert answer.returncode == 0 and "success: True" in answer.stdout and "serving version 2" in answer.stdout
     assert rospy.ServiceProxy("/predict", Predict)([0.5] * 10).model_version == 2
+
+
+def test_the_node_named_is_the_node_used_or_a_clear_error(node, tmp_path):
+    samples = write_samples(tmp_path, 2)
+    for name, command in (  # /train, /predict exist: the namespace's, not these nodes'
+        ("/nonode", ["train", "--epochs", 1]),
+        ("/nonode", ["evaluate"]),
+        ("/lab/typo_name", ["predict", samples]),
+        ("/lab/typo_name", ["versions"]),
+        ("/nonode", ["activate", 1]),
+    ):
+        status, out, err = Tfctl("--node", name, "--timeout", 2, *command).wait()
+        assert status == 1 and f"tfctl: no node {name} is running (running: " in err, out + err
+        assert "/ros_tensorflow" in err and "Traceback" not in err
+    listed = rospy.ServiceProxy("/ros_tensorflow/list_versions", ListVersions)()
+    assert listed.versions == [] and listed.served == 0  # nothing trained
+
+
+def test_predict_says_what_is_wrong_with_a_file_in_one_line_and_sends_large_ones_in_chunks(node, tmp_path):
+    np.save(tmp_path / "fives.npy", np.zeros((8, 5)))  # 40 values: as many as 4 samples of the node's 10
+    np.savez(tmp_path / "no_x.npz", samples=np.zeros((2, 10)))
+    (tmp_path / "header.csv").write_text("a,b,c,d,e,f,g,h,i,j\n" + ",".join(["0"] * 10) + "\n")
+    (tmp_path / "words.npy").write_text("not numpy")
+    cases = {
+        ("predict", tmp_path / "fives.npy"): "fives.npy: its samples have 5 values each, the node's model takes 10",
+        ("predict", tmp_path / "missing.npy"): "missing.npy: No such file or directory",
+        ("predict", tmp_path / "no_x.npz"): "no_x.npz: no array 'x' of samples (it has samples)",
+        ("predict", tmp_path / "header.csv"): "header.csv: could not convert",
+        ("predict", tmp_path / "words.npy"): "words.npy: ",
+        ("predict", "/etc/passwd"): "/etc/passwd: expected samples in a .npy, .npz or .csv file",
+        ("activate", -1): "activate: the version must be a number >= 1",
+        ("evaluate", "--version", -1): "evaluate: --version must be 0 (the model served) or a version number",
+    }
+    for command, error in cases.items():
+        status, out, err = Tfctl(*command).wait()
+        assert status == 1 and err.startswith("tfctl: ") and error in err and err.count("\n") == 1, (command, err)
+    reconfigure = dynamic_reconfigure.client.Client("/ros_tensorflow", timeout=30)
+    reconfigure.update_configuration({"max_request_samples": 10})
+    many, samples = write_samples(tmp_path, 25, name="many.npy"), write_samples(tmp_path, 2)
+    status, out, err = Tfctl("predict", many, samples).wait()
+    assert status == 0, out + err
+    lines = out.splitlines()
+    assert len(lines) == 28 and lines[24].startswith(f"{many} sample 24: class ")
+    assert lines[26].startswith(f"{samples} sample 1: class ") and lines[27] == "model version 0"

@@ -2,6 +2,7 @@
 master."""
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -36,9 +37,10 @@ def test_pruning_keeps_the_newest_and_never_the_served(tmp_path):
     versions = Versions(tmp_path)
     for n in range(1, 6):
         versions.add(n, {}, {"version": n})
-    assert versions.prune(keep=2, served=1) == [2, 3]
+    assert versions.prune(keep=2, protected={1}) == [2, 3]
     assert versions.numbers() == [1, 4, 5]
-    assert versions.prune(keep=0, served=4) == [] and versions.numbers() == [1, 4, 5]
+    assert versions.prune(keep=0, protected={4}) == [] and versions.numbers() == [1, 4, 5]
+    assert versions.prune(keep=1, protected={1, 4}) == [] and versions.numbers() == [1, 4, 5]
     assert sorted(os.listdir(tmp_path)) == ["1", "4", "5"]
 
 
@@ -167,4 +169,42 @@ def test_if_better_compares_on_the_validation_split_and_needs_one(tmp_path):
     assert refused.state == "aborted" and refused.message.startswith("~promote is if_better: send a validation_split")
     better = trainer.run(TrainingRequest(epochs=3, validation_split=0.2), settings)  # against a fresh model
     assert better.promoted and "promoted: accuracy" in better.message
-    assert "on 200 samples of the goal's validation split" in better.message
+    assert "on 200 samples of the goal's validation split (warning: ~promote is if_better without ~eval_dataset" in (
+        better.message
+    )
+
+
+def test_a_diverged_goal_leaves_the_served_version_its_number_and_folder_and_pruning_says_what_it_removes(
+    tmp_path, caplog
+):
+    caplog.set_level(logging.INFO)
+    x, y = make_synthetic(n_samples=400, seed=5)
+    np.savez(tmp_path / "trusted.npz", x=x, y=y)
+    np.savez(tmp_path / "swapped.npz", x=x, y=1 - y)
+    trainer, settings = make_trainer(tmp_path, promote="if_better", eval_dataset="trusted.npz", keep_versions=1)
+    assert train(trainer, settings, epochs=3).version == 1
+    keeper, folder = trainer.keeper, trainer.keeper.versions.folder(1)
+    kept = {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+    trainer.learning_rate = 1e308
+    diverged = trainer.run(TrainingRequest(epochs=2, validation_split=0.2), settings)
+    assert diverged.state == "aborted" and "learning rate 1e+308" in diverged.message
+    assert keeper.wrapper.version == 1  # /predict's model_version, ~list_versions' served
+    trainer.learning_rate = 0.1
+    for number in (2, 3):
+        worse = trainer.run(TrainingRequest(epochs=3, dataset="swapped.npz"), settings)
+        assert not worse.promoted and worse.version == number and keeper.wrapper.version == 1
+    assert keeper.versions.numbers() == [1, 3]  # the newest and the served one
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == kept
+    assert "removed versions [2] (~keep_versions 1; kept the served version 1)" in caplog.text
+    restarted = ModelKeeper(tmp_path / "model.keras", settings.fresh_model(), versions_dir=tmp_path / "versions")
+    assert restarted.announce_at_startup() is None and restarted.wrapper.version == 1
+    assert restarted.versions.meta(1)["samples"] == 1000
+
+
+def test_pruning_never_removes_the_version_a_restart_serves(tmp_path):
+    trainer, settings = make_trainer(tmp_path, keep_versions=1)
+    train(trainer, settings)
+    trainer.keeper.wrapper.commit()  # weights that are no version (a cancelled goal's, say), not saved
+    assert trainer.keeper.wrapper.version == 0
+    assert trainer.keeper.keep_unserved({"dataset": "synthetic"}) == 2
+    assert trainer.keeper.versions.numbers() == [1, 2]  # 1 is still what ~model_path holds

@@ -64,9 +64,11 @@ class Datasets:
         bag_topic="samples",
         input_scale=0.0,
         max_image_pixels=0,
+        seed=0,
     ):
         """input_shape: the model's sample shape (an int: input_dim); input_scale and max_image_pixels: for images
-        (~input_scale, ~max_image_pixels)."""
+        (~input_scale, ~max_image_pixels); seed: synthetic's (~seed), so that every goal and evaluation of the same
+        sizes sees the same samples."""
         self.data_dir = pathlib.Path(data_dir).resolve()
         self.input_shape = shape_of(input_shape)
         self.input_dim = math.prod(self.input_shape)  # values per sample
@@ -75,13 +77,14 @@ class Datasets:
         self.bag_topic = bag_topic
         self.input_scale = input_scale
         self.max_image_pixels = max_image_pixels
+        self.seed = seed
         self.class_names = None  # set by loading an image folder: its sub-folders' names
 
     def load(self, name):
         if name == "synthetic":
             if len(self.input_shape) != 1:
                 raise DatasetError(f"dataset 'synthetic' is for samples of rank 1, not shape {list(self.input_shape)}")
-            return make_synthetic(input_dim=self.input_dim, output_dim=self.output_dim)
+            return make_synthetic(input_dim=self.input_dim, output_dim=self.output_dim, seed=self.seed)
         if name == "recorded":
             return self._recorded()
         path = self._resolve(name)

@@ -67,7 +67,9 @@ def write_report(evaluation, report_dir, dataset):
     array (for a sensor_msgs/Image)."""
     report = {"dataset": dataset, **dataclasses.asdict(evaluation)}
     report = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in report.items()}
-    png, rgb = png_and_rgb(confusion_figure(evaluation.confusion, evaluation.class_names))
+    model = f"version {evaluation.version}" if evaluation.version else "a model that is no version yet"
+    title = f"{model} on {dataset!r}: accuracy {evaluation.accuracy:.4f}"
+    png, rgb = png_and_rgb(confusion_figure(evaluation.confusion, evaluation.class_names, title))
     write_file(os.path.join(report_dir, "confusion.png"), png)
     write_file(os.path.join(report_dir, "report.json"), json.dumps(report, indent=1).encode())
     return rgb

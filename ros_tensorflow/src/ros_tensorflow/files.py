@@ -43,6 +43,17 @@ def write_file(path, data):
         raise ModelFileError(f"cannot write {path}: {error}") from error
 
 
+def unusable_path(path):
+    """<stem>.unusable-<date>-<time><ext> beside path, a name not taken: where a file at a model's path that the node
+    cannot use is kept (it may be someone's only copy), never overwritten."""
+    path = pathlib.Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        candidate = path.with_name(f"{path.stem}.unusable-{stamp}{'' if n == 1 else f'-{n}'}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+
+
 def class_names_path(model_path):
     """<model file stem>.classes.txt beside the model: one class name per line."""
     return pathlib.Path(model_path).with_suffix(".classes.txt")

@@ -17,6 +17,8 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from ros_tensorflow.samples import NOT_A_CLASSIFIER
+
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 REPRESENTATIVE_SAMPLES = 300  # of a goal's training data, to calibrate a full-integer (int8) model
 LARGEST_BATCH = 256  # interpreters are kept for 1, 2, 4 ... 256 samples; more are predicted in chunks
@@ -159,6 +161,10 @@ def _serve_conversions():
             gc.freeze()
 
 
+class UnservableModel(ValueError):
+    """LiteRT loaded the model, but it is not one the node serves (its inputs, outputs or types)."""
+
+
 class LiteRtModel:
     """One TFLite model with an interpreter allocated for each power-of-two batch size.
 
@@ -177,6 +183,8 @@ class LiteRtModel:
         while size <= LARGEST_BATCH:
             try:
                 self._interpreters[size] = self._interpreter(flatbuffer, size)
+            except UnservableModel:
+                raise
             except (RuntimeError, ValueError):  # a batch size fixed in the model's ops
                 if size == 1:
                     raise
@@ -186,20 +194,22 @@ class LiteRtModel:
         interpreter = self._interpreters[1][0]
         given, wanted = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         if len(wanted["shape"]) != 2:
-            raise ValueError(f"expected an output of shape (k, classes), got {list(wanted['shape'])}")
+            raise UnservableModel(f"expected an output of shape (k, classes), got {list(wanted['shape'])}")
         self.input_shape = tuple(int(size) for size in given["shape"][1:])
         self.output_dim = int(wanted["shape"][1])
+        if self.output_dim < 2:
+            raise UnservableModel(NOT_A_CLASSIFIER)
         self._input_type, self._input_quantization = given["dtype"], given["quantization"]
         self._output_quantization = wanted["quantization"] if wanted["dtype"] in (np.int8, np.uint8) else None
         if self._input_type not in (np.float32, np.int8, np.uint8):
-            raise ValueError(f"expected a float32, int8 or uint8 input, got {np.dtype(self._input_type).name}")
+            raise UnservableModel(f"expected a float32, int8 or uint8 input, got {np.dtype(self._input_type).name}")
 
     @staticmethod
     def _interpreter(flatbuffer, size):
         interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
+            raise UnservableModel(f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
         if size != inputs[0]["shape"][0]:
             interpreter.resize_tensor_input(inputs[0]["index"], [size, *inputs[0]["shape"][1:]])
         interpreter.allocate_tensors()

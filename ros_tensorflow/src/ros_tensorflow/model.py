@@ -254,7 +254,8 @@ class ModelWrapper:
         )
         with self._train_lock, self.context.scope():
             before = self.model.get_weights(), [v.numpy() for v in self.model.optimizer.variables]
-            self._before_training = before
+            self._before_training, version_before = before, self.version
+            failed = True
             try:
                 history = self.model.fit(
                     x[order].astype(np.float32),
@@ -265,11 +266,14 @@ class ModelWrapper:
                     callbacks=[*callbacks, divergence, commit_each_epoch],
                     verbose=0,
                 )
+                failed = False
             finally:
-                if divergence.reason:
+                if divergence.reason or (failed and not serve):  # nothing of this goal may stay: as before it
                     self._restore(*before)
                 if serve or divergence.reason:
                     self.commit()
+                if divergence.reason:  # the weights served are those of before again: so is their version
+                    self.version = version_before
         if divergence.reason:
             raise TrainingDiverged(divergence.reason)
         return history

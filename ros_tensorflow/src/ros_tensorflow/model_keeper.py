@@ -33,6 +33,8 @@ from ros_tensorflow.persistence import (
     load_model,
     save_model,
 )
+from ros_tensorflow.samples import probabilities_error, probe_samples
+from ros_tensorflow.settings import Settings
 from ros_tensorflow.tf_context import free_released_memory
 from ros_tensorflow.versions import Versions
 
@@ -92,6 +94,23 @@ class ModelKeeper:
         if not isinstance(self.version, int):
             self.version = 0
 
+    def adopt_class_names(self, class_names):
+        """~class_names name a model that has none of its own: they become its own, saved beside it (and in its
+        version), so that the ~model message carries them and robots label as this node does."""
+        wrapper = self.wrapper
+        if wrapper.class_names or not class_names:
+            return
+        wrapper.class_names = list(class_names)
+        if self.source != self.path:
+            return  # a fresh model: saved with its names by the first goal
+        version = load_model_info(self.path).get("version")
+        try:
+            save_class_names(wrapper.class_names, self.path)
+            if self.versions and version in self.versions.numbers():
+                self.versions.add_file(version, "model.classes.txt", class_names_data(wrapper.class_names))
+        except ModelFileError as error:
+            self._log.warning("~class_names are used but not saved beside the model: %s", error)
+
     def reserve_version(self):
         """The next version number: one sequence for the versions kept and the models published on ~model."""
         kept = self.versions.numbers() if self.versions else []
@@ -129,22 +148,18 @@ class ModelKeeper:
             wrapper = self._wrapper(model, trainable=trainable, learning_rate=self._fresh_model["learning_rate"])
         except Exception as error:  # noqa: BLE001 - e.g. a model Keras cannot clone: fall back, do not crash
             raise ModelFileError(f"cannot use the model {path}: {error}") from error
+        # On the model itself: not counted as predictions served
+        not_probabilities = probabilities_error(wrapper.trained_predictor()(probe_samples(wrapper.input_shape)))
+        if not_probabilities:
+            wrapper.close()
+            raise ModelFileError(f"cannot use the model {path}: {not_probabilities}")
         try:
             wrapper.class_names = load_class_names(path)
         except ModelFileError as error:  # the names are auxiliary: a bad byte must not cost a good model
             self._log.warning("%s: the model is used without its class names (~class_names name its classes)", error)
         if os.path.isfile(path):
             self._good_files.add(file_digest(path))
-        sizes = (list(wrapper.input_shape), wrapper.output_dim)
-        asked = (list(self._fresh_model["input_shape"]), self._fresh_model["output_dim"])
-        if sizes != asked:
-            self._log.warning(
-                "model %s takes samples of shape %s and has %d classes: its sizes win over ~input_dim/~input_shape"
-                " %s and ~output_dim %d",
-                path,
-                *sizes,
-                *asked,
-            )
+        self._warn_of_sizes_overruled(wrapper, path)
         if not trainable:
             self._log.warning(
                 "model %s is a SavedModel: served for prediction only, by TensorFlow (LiteRT serves Keras models);"
@@ -152,6 +167,26 @@ class ModelKeeper:
                 path,
             )
         return wrapper
+
+    def _warn_of_sizes_overruled(self, wrapper, path):
+        """The sizes a user set (not the defaults) that the loaded model does not have: the model's win."""
+        defaults = Settings().fresh_model()
+        overruled = [
+            f"{names} {self._fresh_model[key]}"
+            for key, names, own in (
+                ("input_shape", "~input_dim/~input_shape", list(wrapper.input_shape)),
+                ("output_dim", "~output_dim", wrapper.output_dim),
+            )
+            if self._fresh_model[key] != defaults[key] and self._fresh_model[key] != own
+        ]
+        if overruled:
+            self._log.warning(
+                "model %s takes samples of shape %s and has %d classes: its sizes win over %s",
+                path,
+                list(wrapper.input_shape),
+                wrapper.output_dim,
+                " and ".join(overruled),
+            )
 
     @contextlib.contextmanager
     def _exclusive(self, refusal):
@@ -262,12 +297,23 @@ class ModelKeeper:
         try:
             self.versions.add_file(version, "model.tflite", flatbuffer)
             self.versions.add_file(version, "model.info.json", info_path(self.path).read_bytes())
-            removed = self.versions.prune(self.keep_versions, wrapper.version or version)
         except (OSError, ModelFileError) as error:
             self._log.error("version %d is kept without its .tflite: %s", version, error)
             return
+        self._prune(wrapper.version or version)
+
+    def _prune(self, served):
+        """The oldest versions beyond ~keep_versions removed, never the one served nor the one at path (a restart
+        serves it), and logged."""
+        on_disk = load_model_info(self.path).get("version")
+        removed = self.versions.prune(self.keep_versions, {served, on_disk})
         if removed:
-            self._log.info("removed versions %s (~keep_versions %d)", removed, self.keep_versions)
+            self._log.info(
+                "removed versions %s (~keep_versions %d; kept the served version %s)",
+                removed,
+                self.keep_versions,
+                served or "(none: a model that is no version)",
+            )
 
     def _announce(self, flatbuffer, wrapper, info):
         exported = ExportedModel(flatbuffer, wrapper.input_shape, wrapper.output_dim, wrapper.class_names, info)
@@ -314,7 +360,7 @@ class ModelKeeper:
             return 0
         finally:
             scratch.unlink(missing_ok=True)
-        self.versions.prune(self.keep_versions, wrapper.version)
+        self._prune(wrapper.version)
         return version
 
     def _kept_model_file(self, number):

@@ -4,12 +4,12 @@ import hashlib
 import os
 import pathlib
 import shutil
-import time
 import zipfile
 
 import keras
 
-from ros_tensorflow.files import ModelFileError, replace_atomically, tflite_path, write_file
+from ros_tensorflow.files import ModelFileError, replace_atomically, tflite_path, unusable_path, write_file
+from ros_tensorflow.samples import NOT_A_CLASSIFIER
 
 __all__ = ["ModelFileError", "backup_path", "export_tflite", "file_digest", "load_model", "save_model"]
 
@@ -44,7 +44,7 @@ def save_model(model, path, known_good=()):
             if _is_loadable(path, known_good):
                 replace_atomically(lambda tmp: shutil.copyfile(path, tmp), backup_path(path))
             else:
-                set_aside = path.with_name(f"{path.stem}.unusable-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+                set_aside = unusable_path(path)
                 os.link(path, set_aside)  # fails rather than replace a file of that name; path stays until the save
         replace_atomically(model.save, path)
         return file_digest(path), set_aside
@@ -156,10 +156,7 @@ def check_classifier_shape(model, path):
             f" got {in_shape} -> {out_shape}"
         )
     if out_shape[1] < 2:
-        raise ModelFileError(
-            f"{path}: one output value per sample: a regression or single-unit (sigmoid) model. The node serves and"
-            " trains classifiers only: one output per class, 2 or more, e.g. a softmax"
-        )
+        raise ModelFileError(f"{path}: {NOT_A_CLASSIFIER}")
     loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
     if loss is None:  # uncompiled: the node compiles it as a classifier
         return

@@ -7,11 +7,12 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
-def confusion_figure(confusion, class_names):
+def confusion_figure(confusion, class_names, title=""):
     """Counts in each cell, shaded by the row's share (recall per true class): a class with few samples reads as
-    clearly as one with many."""
+    clearly as one with many. title: what was evaluated (version, dataset, accuracy), above the sample count."""
     confusion = np.asarray(confusion)
     n = len(confusion)
     shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -27,14 +28,17 @@ def confusion_figure(confusion, class_names):
         for (row, column), count in np.ndenumerate(confusion):
             colour = "white" if shares[row, column] > 0.5 else "black"
             axes.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=9)
-    axes.set_title(f"confusion matrix, {int(confusion.sum())} samples")
+    axes.set_title(f"{title}\n" * bool(title) + f"confusion matrix, {int(confusion.sum())} samples")
     return figure
 
 
-def curves_figure(history):
-    """Loss and accuracy per epoch, training and validation (history: one dict of metric fields per epoch)."""
+def curves_figure(history, version=0, best_epoch=-1):
+    """Loss and accuracy per epoch, training and validation (history: one dict of metric fields per epoch), the
+    epoch whose weights were kept marked (best_epoch; -1: the last), under a title naming the version."""
     figure = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
+    figure.suptitle(f"version {version}" if version else "a model that is no version (not saved)")
     epochs = np.arange(len(history))
+    kept = best_epoch if best_epoch >= 0 else len(history) - 1
     for axes, (name, train, val) in zip(
         figure.subplots(1, 2), (("loss", "loss", "val_loss"), ("accuracy", "acc", "val_acc")), strict=True
     ):
@@ -42,7 +46,11 @@ def curves_figure(history):
             values = [epoch[key] for epoch in history]
             if not np.isnan(values).all():
                 axes.plot(epochs, values, marker="o", label=label)
-        axes.set(xlabel="epoch", ylabel=name, title=name)
+        axes.axvline(kept, color="grey", linestyle="--", label=f"weights kept (epoch {kept})")
+        axes.set(xlabel="epoch (0-based)", ylabel=name, title=name)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if name == "accuracy":
+            axes.set_ylim(0, 1.02)
         axes.legend()
     return figure
 

@@ -12,7 +12,7 @@ from ros_tensorflow.sample_store import SampleStore
 from ros_tensorflow.serving_face import ServingFace, resolved
 from ros_tensorflow.status import model_status, stream_status
 from ros_tensorflow.tf_context import configure_devices
-from ros_tensorflow.training import Trainer
+from ros_tensorflow.training import OWN_DATA_WARNING, Trainer
 from ros_tensorflow.training_face import TrainingFace, sizes
 
 
@@ -43,6 +43,9 @@ class RosInterface(NodeBase):
             versions_dir=f"{data_dir}/versions",
         )
         self.keeper.keep_versions = self.settings.keep_versions
+        self.keeper.adopt_class_names(self.settings.class_names)
+        if self.settings.promote == "if_better" and not self.settings.eval_dataset:
+            rospy.logwarn("%s", OWN_DATA_WARNING)
         self.sample_store = sample_store
         self.trainer = Trainer(self.keeper, sample_store, data_dir, self.settings.bag_topic or resolved("samples"), log)
         self.serving = ServingFace(lambda: self.keeper.wrapper, lambda: self.settings)

@@ -112,6 +112,34 @@ def _refuse_non_finite(rows):
     raise ValueError(f"the model's output is NaN or Inf for samples {bad}: their values overflow in float32")
 
 
+NOT_A_CLASSIFIER = (
+    "one output value per sample: a regression or single-unit (sigmoid) model. The node serves and trains"
+    " classifiers only: one output per class, 2 or more, e.g. a softmax"
+)
+
+
+def probe_samples(input_shape):
+    """What a model is tried on before it is served: zeros and values in [0, 1] (the range of image inputs)."""
+    shape = shape_of(input_shape)
+    return np.concatenate([np.zeros((1, *shape)), np.random.default_rng(0).random((3, *shape))]).astype(np.float32)
+
+
+def probabilities_error(output):
+    """Why a classifier's output rows are not class probabilities (a model without its softmax: logits), or None.
+    The tolerance allows for an int8 softmax's dequantized steps (1/256 each)."""
+    output = np.asarray(output, np.float64)
+    tolerance = 0.01 + output.shape[1] / 512
+    sums = output.sum(axis=1)
+    if output.min() >= -tolerance and output.max() <= 1 + tolerance and np.abs(sums - 1).max() <= tolerance:
+        return None
+    return (
+        f"its outputs are not class probabilities (values from {output.min():.3g} to {output.max():.3g}, rows"
+        f" summing to {sums.min():.3g} to {sums.max():.3g}): a model without its softmax (logits). The node serves"
+        " classifiers whose outputs are probabilities: end the model with a softmax (keras.layers.Softmax()) and"
+        " export it again"
+    )
+
+
 def classify(output):
     """Per-sample class (argmax) and its output value, for an output of shape (k, output_dim)."""
     classes = np.argmax(output, axis=1)

@@ -37,6 +37,9 @@ PARAMETERS = {
     ),
     "batch_size": Parameter(32, "int > 0", "used when a goal's batch_size is 0", True, node="train"),
     "dataset": Parameter("synthetic", "str", "used when a goal's dataset is ''", node="train"),
+    "seed": Parameter(
+        0, "int >= 0", "of the synthetic dataset: the same samples for the same seed and sizes", node="train"
+    ),
     "loop_rate": Parameter(1.0, "finite >= 0", "Hz of the main-loop prediction demo; 0: off", True, node="train"),
     "max_batch": Parameter(256, "int > 0", "most samples per model call on the ~input stream", True),
     "queue_size": Parameter(100, "int > 0", "~input messages waiting; beyond it the oldest are dropped", True),

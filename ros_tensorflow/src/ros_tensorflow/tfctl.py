@@ -21,6 +21,7 @@ from sensor_msgs.msg import Image
 from tqdm import tqdm
 
 from ros_tensorflow.images import decode_file
+from ros_tensorflow.samples import request_limit
 
 STATES = {value: name for name, value in vars(GoalStatus).items() if isinstance(value, int) and name.isupper()}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -32,10 +33,49 @@ def _names(node):
     return rosgraph.names.namespace(node), node
 
 
-def _client(name, action, timeout):
+TRAINING_ONLY = ("train", "evaluate", "list_versions", "activate_version")
+
+
+def _wait_for_node(node, needs, timeout):
+    """Until `node` is registered and offers each of needs ((kind, name): 'action' or 'service', the name resolved):
+    the node named must be the one used, not another that has the same names in its namespace. SystemExit says at
+    once that a serving node has no training interface, and after timeout seconds what is missing."""
+    master = rosgraph.Master(rospy.get_name())
+    deadline = time.monotonic() + timeout
+    while True:
+        _, subscribers, services = master.getSystemState()
+        offered = {("action", name.removesuffix("/goal")): nodes for name, nodes in subscribers}
+        offered.update({("service", name): nodes for name, nodes in services})
+        registered = {n for _, nodes in offered.items() for n in nodes}
+        missing = [name for kind, name in needs if node not in offered.get((kind, name), [])]
+        if not missing:
+            return
+        if node in registered and _is_serving_node(node) and any(n.endswith(TRAINING_ONLY) for n in missing):
+            raise SystemExit(
+                f"tfctl: {node} is a serving node (serve_node.py): it answers predictions only; train, evaluate,"
+                " versions and activate need the training node (node.py)"
+            )
+        if time.monotonic() > deadline:
+            if node not in registered:
+                known = sorted(n for n in registered if not n.startswith("/tfctl"))
+                raise SystemExit(f"tfctl: no node {node} is running (running: {', '.join(known) or 'none'}; --node)")
+            raise SystemExit(f"tfctl: {node} offers no {' and no '.join(missing)} (is it a ros_tensorflow node?)")
+        time.sleep(0.1)
+
+
+def _is_serving_node(node):
+    """Only the serving node has ~model_topic."""
+    try:
+        return rospy.has_param(f"{node}/model_topic")
+    except (OSError, rospy.ROSException):
+        return False
+
+
+def _client(node, name, action, timeout):
+    _wait_for_node(node, [("action", name)], timeout)
     client = actionlib.SimpleActionClient(name, action)
     if not client.wait_for_server(rospy.Duration(timeout)):
-        raise SystemExit(f"tfctl: no action server {name} (is the node running? --node names it)")
+        raise SystemExit(f"tfctl: the action server {name} of {node} does not answer")
     return client
 
 
@@ -57,8 +97,8 @@ def _metrics(values):
 
 
 def train(args):
-    namespace, _ = _names(args.node)
-    client = _client(namespace + "train", TrainAction, args.timeout)
+    namespace, node = _names(args.node)
+    client = _client(node, namespace + "train", TrainAction, args.timeout)
     bar = tqdm(unit="batch", dynamic_ncols=True, desc=f"0/{args.epochs} epochs")
 
     def on_feedback(feedback):
@@ -77,15 +117,21 @@ def train(args):
     print(f"{STATES.get(state, state)}: {result.message if result else ''}")
     if result:
         metrics = {k: getattr(result, k) for k in ("loss", "acc", "val_loss", "val_acc")}
-        print(f"epochs completed {result.epochs_completed}, best epoch {result.best_epoch}: {_metrics(metrics)}")
+        if result.epochs_completed:  # a goal that trained no epoch has no metrics to show
+            best = f", best epoch {result.best_epoch}" if result.best_epoch >= 0 else ""
+            print(f"epochs completed {result.epochs_completed}{best}: {_metrics(metrics)}")
         kept = f"version {result.version}, {'promoted' if result.promoted else 'not served'}" if result.version else ""
         print(f"model: {result.model_path or '(not saved)'}{f', {kept}' if kept else ''}")
     return 0 if state == GoalStatus.SUCCEEDED else 1
 
 
 def evaluate(args):
-    namespace, _ = _names(args.node)
-    client = _client(namespace + "evaluate", EvaluateAction, args.timeout)
+    if not 0 <= args.version < 2**32:
+        raise SystemExit(
+            f"tfctl: evaluate: --version must be 0 (the model served) or a version number, got {args.version}"
+        )
+    namespace, node = _names(args.node)
+    client = _client(node, namespace + "evaluate", EvaluateAction, args.timeout)
     bar = tqdm(unit="sample", dynamic_ncols=True, desc="evaluating")
 
     def on_feedback(feedback):
@@ -110,7 +156,7 @@ def evaluate(args):
 
 def versions(args):
     _, node = _names(args.node)
-    response = _call(node + "/list_versions", ListVersions, None, args)
+    response = _call(node, node + "/list_versions", ListVersions, None, args)
     print(f"{'':1} {'version':>7}  {'trained':19}  {'dataset':20}  {'samples':>7}  {'epochs':>6}  {'val_acc':>7}")
     for v in response.versions:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.stamp.to_sec()))
@@ -122,55 +168,96 @@ def versions(args):
 
 
 def activate(args):
+    if not 1 <= args.version < 2**32:
+        raise SystemExit(
+            f"tfctl: activate: the version must be a number >= 1 (tfctl versions lists them), got {args.version}"
+        )
     _, node = _names(args.node)
-    response = _call(node + "/activate_version", ActivateVersion, args.version, args)
+    response = _call(node, node + "/activate_version", ActivateVersion, args.version, args)
     print(response.message, file=sys.stdout if response.success else sys.stderr)
     return 0 if response.success else 1
 
 
 def _samples(path):
-    """The samples of a .npy, .npz (array x) or .csv file (one sample a row), as a float array."""
-    if path.suffix == ".csv":
-        return np.loadtxt(path, delimiter=",", ndmin=2)
-    data = np.load(path, allow_pickle=False)
-    return data["x"] if isinstance(data, np.lib.npyio.NpzFile) else data
+    """The samples of a .npy, .npz (array x) or .csv file (one sample a row) as a (k, values) float array; SystemExit
+    names the file and the rule it breaks."""
+    try:
+        if path.suffix == ".csv":
+            data = np.loadtxt(path, delimiter=",", ndmin=2)
+        elif path.suffix in (".npy", ".npz"):
+            data = np.load(path, allow_pickle=False)
+            if isinstance(data, np.lib.npyio.NpzFile):
+                if "x" not in data.files:
+                    raise ValueError(f"no array 'x' of samples (it has {', '.join(data.files) or 'none'})")
+                data = data["x"]
+        else:
+            raise ValueError(f"expected samples in a .npy, .npz or .csv file, or images ({', '.join(IMAGE_SUFFIXES)})")
+    except OSError as error:
+        raise SystemExit(f"tfctl: {path}: {error.strerror or error}") from None
+    except ValueError as error:  # numpy's word for a file it cannot read as numbers
+        rule = " (.csv: numbers only, comma-separated, one sample a row, no header)" if path.suffix == ".csv" else ""
+        raise SystemExit(f"tfctl: {path}: {str(error).splitlines()[0]}{rule}") from None
+    if not np.issubdtype(data.dtype, np.number) or data.size == 0:
+        raise SystemExit(
+            f"tfctl: {path}: expected numbers, at least one sample, got {data.dtype} of shape {data.shape}"
+        )
+    return data.reshape(1, -1) if data.ndim == 1 else data.reshape(len(data), -1)  # 1-D: one sample
+
+
+def _max_request_samples(node, values_per_sample):
+    """The node's ~max_request_samples, as it applies it (samples.request_limit)."""
+    try:
+        asked = rospy.get_param(f"{node}/max_request_samples", 0)
+    except (OSError, rospy.ROSException):
+        asked = 0
+    return request_limit(asked if isinstance(asked, int) else 0, (values_per_sample,))
 
 
 def predict(args):
-    namespace, _ = _names(args.node)
+    namespace, node = _names(args.node)
     images = [path for path in args.files if path.suffix.lower() in IMAGE_SUFFIXES]
-    try:
-        if images:
-            if len(images) != len(args.files):
-                raise SystemExit("tfctl: give either image files or sample files, not both")
-            response = _call(namespace + "predict_image", PredictImage, [_image(path) for path in images], args)
-            names = [str(path) for path in images]
-        else:
-            samples = np.concatenate([_samples(path).reshape(len(_samples(path)), -1) for path in args.files])
-            response = _call(namespace + "predict", Predict, samples.ravel().tolist(), args)
-            names = [f"sample {i}" for i in range(len(samples))]
-    except rospy.ServiceException as error:
-        print(f"tfctl: the node refused: {error}", file=sys.stderr)
-        return 1
-    for name, cls, confidence, label in zip(
-        names, response.classes, response.confidences, response.labels, strict=True
-    ):
-        print(f"{name}: class {cls}{f' ({label})' if label else ''}, confidence {confidence:.3f}")
-    print(f"model version {response.model_version}")
+    if images and len(images) != len(args.files):
+        raise SystemExit("tfctl: give either image files or sample files, not both")
+    service = namespace + ("predict_image" if images else "predict")
+    files = [(str(path), [_image(path)]) for path in images] or [(str(path), _samples(path)) for path in args.files]
+    _wait_for_node(node, [("service", service)], args.timeout)
+    call = rospy.ServiceProxy(service, PredictImage if images else Predict)
+    versions = set()
+    for name, samples in files:
+        chunk = len(samples) if images else _max_request_samples(node, samples.shape[1])
+        for start in range(0, len(samples), chunk):
+            part = samples[start : start + chunk]
+            try:
+                response = call(part if images else part.ravel().tolist())
+            except rospy.ServiceException as error:
+                print(f"tfctl: {name}: the node refused: {error}", file=sys.stderr)
+                return 1
+            if len(response.classes) != len(part):  # the node took its values as samples of another size
+                raise SystemExit(
+                    f"tfctl: {name}: its samples have {part[0].size} values each, the node's model takes"
+                    f" {part.size // max(len(response.classes), 1)}"
+                )
+            for i, cls, confidence, label in zip(
+                range(start, start + len(part)), response.classes, response.confidences, response.labels, strict=True
+            ):
+                what = name if images else f"{name} sample {i}"
+                print(f"{what}: class {cls}{f' ({label})' if label else ''}, confidence {confidence:.3f}")
+            versions.add(response.model_version)
+    print(f"model version {', '.join(str(v) for v in sorted(versions))}")
     return 0
 
 
-def _call(service, service_type, data, args):
-    try:
-        rospy.wait_for_service(service, args.timeout)
-    except rospy.ROSException:
-        raise SystemExit(f"tfctl: no service {service} (is the node running? --node names it)") from None
+def _call(node, service, service_type, data, args):
+    _wait_for_node(node, [("service", service)], args.timeout)
     proxy = rospy.ServiceProxy(service, service_type)
     return proxy() if data is None else proxy(data)
 
 
 def _image(path):
-    rgb = decode_file(path)
+    try:
+        rgb = decode_file(path)
+    except (OSError, ValueError) as error:  # ImageError is a ValueError
+        raise SystemExit(f"tfctl: {path}: {error}") from None
     channels = rgb.shape[2]
     encoding = {1: "mono8", 3: "rgb8", 4: "rgba8"}[channels]
     return Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, step=rgb.shape[1] * channels,

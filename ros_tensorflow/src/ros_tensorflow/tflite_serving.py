@@ -6,6 +6,7 @@ A robot carries LiteRT's interpreter (tens of MB), not TensorFlow (about 600 MB 
 import hashlib
 import logging
 import math
+import os
 import pathlib
 import time
 
@@ -13,13 +14,19 @@ import numpy as np
 
 from ros_tensorflow.files import (
     ModelFileError,
+    class_names_path,
+    info_path,
     load_class_names,
     load_model_info,
     save_class_names,
     save_model_info,
+    unusable_path,
     write_file,
 )
-from ros_tensorflow.litert import LiteRtModel
+from ros_tensorflow.litert import LiteRtModel, UnservableModel
+from ros_tensorflow.samples import probabilities_error, probe_samples
+
+SIDE_FILES = (class_names_path, info_path)  # what travels beside a model file
 
 
 class ModelRefused(ValueError):
@@ -35,11 +42,15 @@ class TfliteModel:
             self.litert = LiteRtModel(flatbuffer)
             self.input_shape, self.output_dim = self.litert.input_shape, self.litert.output_dim
             self.input_dim = math.prod(self.input_shape)
-            self.litert.predict(np.zeros((1, *self.input_shape), np.float32))
+            not_probabilities = probabilities_error(self.litert.predict(probe_samples(self.input_shape)))
+        except UnservableModel as error:
+            raise ModelRefused(f"the node cannot serve it: {error}") from None
         except (ValueError, RuntimeError) as error:  # LiteRT's word for a flatbuffer it cannot use
             raise ModelRefused(
                 f"LiteRT cannot load it: {str(error).splitlines()[0] if str(error) else error!r}"
             ) from None
+        if not_probabilities:
+            raise ModelRefused(f"the node cannot serve it: {not_probabilities}")
         self.flatbuffer = flatbuffer
         self.sha256 = hashlib.sha256(flatbuffer).hexdigest()
         self.class_names = list(class_names)
@@ -55,10 +66,17 @@ class TfliteModel:
         return output
 
 
+def previous_path(path):
+    """<stem>.previous.tflite: the model served before the one at path, its fallback."""
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
 class TfliteKeeper:
-    """Loads path at start-up (with the class names and info saved beside it) and replaces the model whole with
-    each one that arrives and passes the checks, saving it to path first: after a restart with no trainer
-    reachable, the node serves the last model it received. A refused model changes nothing and is counted."""
+    """Loads path at start-up (with the class names and info saved beside it; if it cannot be used, the model served
+    before it, previous_path) and replaces the model whole with each one that arrives and passes the checks, saving
+    it to path first: after a restart with no trainer reachable, the node serves the last model it received. A
+    refused model changes nothing and is counted. A file at path this node cannot use is never overwritten: it is
+    kept as <stem>.unusable-<time>.tflite when a model arrives."""
 
     def __init__(self, path, pinned_shape=(), log=None):
         """pinned_shape: models of another sample shape are refused (~input_shape); () takes any."""
@@ -69,29 +87,38 @@ class TfliteKeeper:
         self.load_error = None  # why there is no model at path, while none is served
         self.refused = 0
         self.last_refusal = ""
-        try:
-            self.model = self._load_file()
-        except ModelFileError as error:
-            self.load_error = str(error)
+        self._served_from = None  # the file the model served was loaded from or saved to
+        for candidate in (self.path, previous_path(self.path)):
+            try:
+                self.model, self._served_from = self._load_file(candidate), candidate
+                break
+            except ModelFileError as error:
+                if candidate == self.path:
+                    self.load_error = str(error)
+                elif candidate.exists():
+                    self._log.error("the fallback %s cannot be served either: %s", candidate, error)
+        if self.model is not None and self._served_from != self.path:
+            self._log.error("%s; serving the model served before it, %s", self.load_error, self._served_from)
+            self.load_error = None
 
-    def _load_file(self):
+    def _load_file(self, path):
         try:
-            flatbuffer = self.path.read_bytes()
+            flatbuffer = path.read_bytes()
         except FileNotFoundError:
-            raise ModelFileError(f"no model at {self.path}") from None
+            raise ModelFileError(f"no model at {path}") from None
         except OSError as error:
-            raise ModelFileError(f"cannot read the model {self.path}: {error.strerror}") from None
+            raise ModelFileError(f"cannot read the model {path}: {error.strerror}") from None
         try:
-            names = load_class_names(self.path)
+            names = load_class_names(path)
         except ModelFileError as error:  # auxiliary: the model serves without them
             self._log.warning("%s: the model is used without its class names (~class_names name its classes)", error)
             names = []
-        info = load_model_info(self.path)
+        info = load_model_info(path)
         try:
-            model = TfliteModel(flatbuffer, names, int(info.get("version", 0)), info.get("source") or str(self.path))
+            model = TfliteModel(flatbuffer, names, int(info.get("version", 0)), info.get("source") or str(path))
         except ModelRefused as error:
-            raise ModelFileError(f"cannot serve the model {self.path}: {error}") from None
-        self._check_shape(model, f"the model {self.path}", ModelFileError)
+            raise ModelFileError(f"cannot serve the model {path}: {error}") from None
+        self._check_shape(model, f"the model {path}", ModelFileError)
         return model
 
     def _check_shape(self, model, what, error_type):
@@ -108,6 +135,7 @@ class TfliteKeeper:
             files = {"version": model.version, "source": model.source, "sha256": model.sha256}
             files.update(stamp=time.time(), **{k: getattr(message, k) for k in ("loss", "acc", "val_loss", "val_acc")})
             try:
+                self._keep_aside()
                 write_file(self.path, model.flatbuffer)
                 save_class_names(model.class_names, self.path)
                 save_model_info(files, self.path)
@@ -118,8 +146,28 @@ class TfliteKeeper:
             self.last_refusal = f"version {message.version} from {message.source or '?'}: {error}"
             self._log.error("refused the model %s; the model served stays", self.last_refusal)
             raise
-        self.model, self.load_error = model, None
+        self.model, self.load_error, self._served_from = model, None, self.path
         return model
+
+    def _keep_aside(self):
+        """Before a model takes path: the one served from there becomes previous_path's (with its class names and
+        info), the fallback if path is ever unusable; a file there that this node could not use is kept aside."""
+        if not self.path.exists():
+            return
+        try:
+            if self._served_from == self.path:
+                previous = previous_path(self.path)
+                for source, target in ((self.path, previous), *((f(self.path), f(previous)) for f in SIDE_FILES)):
+                    if source.exists():
+                        os.replace(source, target)
+                    else:
+                        target.unlink(missing_ok=True)
+            else:
+                unusable = unusable_path(self.path)
+                os.link(self.path, unusable)  # fails rather than replace a file; path is replaced by the new model
+                self._log.warning("%s is not a model this node could use: kept as %s", self.path, unusable)
+        except OSError as error:
+            raise ModelFileError(f"cannot keep {self.path} aside: {error}") from error
 
     def _checked(self, message):
         if message.format != "tflite":

@@ -25,6 +25,10 @@ from ros_tensorflow.persistence import ModelFileError
 from ros_tensorflow.samples import check_validation_split
 
 SUCCEEDED, PREEMPTED, ABORTED = "succeeded", "preempted", "aborted"
+OWN_DATA_WARNING = (
+    "~promote is if_better without ~eval_dataset: each model is judged on its own goal's validation split, which"
+    " a badly labelled recording passes (the model learnt those labels); set ~eval_dataset to data you trust"
+)
 
 
 @dataclasses.dataclass
@@ -135,6 +139,7 @@ class Trainer:
             self.bag_topic,
             settings.input_scale,
             settings.max_image_pixels,
+            settings.seed,
         )
         x, y = datasets.load(name)
         return x, y, datasets.class_names
@@ -151,6 +156,9 @@ class Trainer:
             f"; {'promoted' if better else 'not promoted'}: accuracy {trained:.4f} against the served model's"
             f" {served:.4f} on {len(x)} samples of {what}"
         )
+        if compare_on is None:
+            outcome.message += f" (warning: {OWN_DATA_WARNING})"
+            self._log.warning("%s", OWN_DATA_WARNING)
         return better
 
     def _train(self, wrapper, request, settings, x, y, should_stop, on_feedback, compare_on=None):
@@ -183,9 +191,10 @@ class Trainer:
                 serve=settings.promote == "always",
             )
         except TrainingDiverged as diverged:
-            rate = wrapper.model.optimizer.learning_rate
+            # the rate as set: the optimizer's float32 variable holds 1e308 as inf
+            rate = self.learning_rate or float(wrapper.model.optimizer.learning_rate)
             message = (
-                f"training diverged: {diverged} (learning rate {float(rate):g}: lower ~learning_rate);"
+                f"training diverged: {diverged} (learning rate {rate:g}: lower ~learning_rate);"
                 " the model from before this goal is kept, serving and on disk"
             )
             self._log.error("%s", message)

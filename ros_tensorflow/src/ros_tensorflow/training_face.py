@@ -21,7 +21,7 @@ from ros_tensorflow.plots import curves_figure, png_and_rgb
 from ros_tensorflow.sample_store import StoreError
 from ros_tensorflow.samples import as_labelled_samples, request_limit
 from ros_tensorflow.serving_face import IMAGE_BUFFER_BYTES, rgb_image
-from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, TrainingRequest
+from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, TrainingOutcome, TrainingRequest
 
 LOCKED = "is refused: ~allow_training is false (this model is locked against changes over ROS)"
 
@@ -182,7 +182,8 @@ class TrainingFace:
     def _execute_train(self, goal):
         if self._locked():
             rospy.logwarn("train goal refused: ~allow_training is false")
-            self._train_server.set_aborted(TrainResult(message=f"training {LOCKED}"), f"training {LOCKED}")
+            result = TrainResult(message=f"training {LOCKED}", best_epoch=-1, **TrainingOutcome("", "").metrics)
+            self._train_server.set_aborted(result, result.message)
             return
         outcome = self.trainer.run(
             TrainingRequest(goal.epochs, goal.batch_size, goal.validation_split, goal.dataset),
@@ -206,11 +207,11 @@ class TrainingFace:
         }[outcome.state]
         finish(result, outcome.message)
         if outcome.state == SUCCEEDED and outcome.history:  # after the result: the client need not wait for it
-            self._publish_curves(outcome.history, outcome.version)
+            self._publish_curves(outcome.history, outcome.version, outcome.best_epoch)
 
-    def _publish_curves(self, history, version):
+    def _publish_curves(self, history, version, best_epoch):
         """curves.png into the goal's version folder, and latched on ~training/curves."""
-        png, rgb = png_and_rgb(curves_figure(history))
+        png, rgb = png_and_rgb(curves_figure(history, version, best_epoch))
         if version and self.keeper.versions:
             try:
                 self.keeper.versions.add_file(version, "curves.png", png)

@@ -72,13 +72,13 @@ class Versions:
             self.folder(number) / "meta.json", json.dumps(_finite_or_none(meta), indent=1, sort_keys=True).encode()
         )
 
-    def prune(self, keep, served):
-        """Remove the oldest versions beyond the newest `keep` (0: keep all), never the served one. Returns those
-        removed."""
+    def prune(self, keep, protected):
+        """Remove the oldest versions beyond the newest `keep` (0: keep all), never those in `protected` (numbers:
+        the served one, the one a restart serves). Returns those removed."""
         numbers = self.numbers()
         if not keep or len(numbers) <= keep:
             return []
-        removed = [n for n in numbers[:-keep] if n != served]
+        removed = [n for n in numbers[:-keep] if n not in protected]
         for number in removed:
             doomed = self.root / f".{number}.removed-{secrets.token_hex(4)}"
             os.replace(self.folder(number), doomed)
