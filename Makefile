@@ -20,7 +20,7 @@ APT_PACKAGES := catkin ros-message-generation ros-message-runtime rosout rosbash
 	ros-std-msgs ros-std-srvs ros-actionlib-msgs ros-diagnostic-msgs \
 	libactionlib-msgs-dev libstd-msgs-dev libstd-srvs-dev libdiagnostic-msgs-dev \
 	python3-venv python3-dev g++ make cmake
-SETTINGS := ros_tensorflow/src/ros_tensorflow/settings.py
+SETTINGS := ros_tensorflow/src/ros_tensorflow/tf_free/settings.py
 IN_WORKSPACE := set +u && source $(ROOT)/devel/setup.bash &&
 PACKAGE_FILES := $(shell find ros_tensorflow ros_tensorflow_msgs -name '*.txt' -o -name '*.xml' -o -name '*.msg' \
 	-o -name '*.srv' -o -name '*.action' -o -name 'setup.py' -o -path '*/nodes/*' -o -path '*/env-hooks/*' -o -name '*.cfg')
@@ -72,13 +72,18 @@ build: devel/setup.bash
 run: build
 	$(IN_WORKSPACE) roslaunch ros_tensorflow node.launch demo:=true
 
+# ruff, then the layers' import contracts (pyproject.toml [tool.importlinter]; README: Architecture).
 lint: .stamps/venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=$(ROOT)/ros_tensorflow/src $(VENV)/bin/lint-imports --config $(ROOT)/pyproject.toml
 
-# The serving node's tests run it in .venv-serve, where TensorFlow cannot be imported.
+# The serving node's tests run it in .venv-serve, where TensorFlow cannot be imported. Test modules run on
+# TEST_WORKERS workers (pytest-xdist), a module's tests on one worker, each worker with a master of its own.
+TEST_WORKERS ?= 2
 test: build lint .stamps/venv-serve
-	$(IN_WORKSPACE) SERVE_PYTHON=$(SERVE_VENV)/bin/python $(PYTHON) -m pytest ros_tensorflow/test
+	$(IN_WORKSPACE) SERVE_PYTHON=$(SERVE_VENV)/bin/python $(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile \
+		ros_tensorflow/test
 
 bench: build .stamps/venv-serve
 	$(IN_WORKSPACE) PYTHONPATH=$(ROOT)/ros_tensorflow/test:$$PYTHONPATH TF_CPP_MIN_LOG_LEVEL=2 \

@@ -30,11 +30,12 @@ from sensor_msgs.msg import Image
 from serving_bench import serving_rows
 from std_msgs.msg import Float64MultiArray
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.evaluation import CHUNK
-from ros_tensorflow.images import image_sample
-from ros_tensorflow.litert import LiteRtModel, to_tflite
-from ros_tensorflow.model import build_classifier
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.evaluation import CHUNK
+from ros_tensorflow.tf_free.images import image_sample
+from ros_tensorflow.tf_free.litert import LiteRtModel
+from ros_tensorflow.with_tf.conversion import to_tflite
+from ros_tensorflow.with_tf.model import build_classifier
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE.parents[1] / "bench_results"

@@ -16,8 +16,8 @@ def with_model_call(publish, model_path):
     """publish, after the frame's preprocessing and model call, as bare as they come (no checks, no batching)."""
     import numpy as np
 
-    from ros_tensorflow.images import image_sample
-    from ros_tensorflow.litert import LiteRtModel
+    from ros_tensorflow.tf_free.images import image_sample
+    from ros_tensorflow.tf_free.litert import LiteRtModel
 
     with open(model_path, "rb") as file:
         model = LiteRtModel(file.read())

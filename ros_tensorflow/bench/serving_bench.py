@@ -20,8 +20,8 @@ from ros_tensorflow_msgs.msg import Model, Prediction
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
 
-from ros_tensorflow.litert import to_tflite
-from ros_tensorflow.model import build_classifier
+from ros_tensorflow.with_tf.conversion import to_tflite
+from ros_tensorflow.with_tf.model import build_classifier
 
 HERE = pathlib.Path(__file__).resolve().parent
 SERVE_PYTHON = os.environ.get("SERVE_PYTHON", "")

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import rospy
 
-from ros_tensorflow.ros_node import read_settings
-from ros_tensorflow.samples import classify
+from ros_tensorflow.ros.ros_node import read_settings
+from ros_tensorflow.tf_free.samples import classify
 
 # What TensorFlow prints, before its log level applies, on a machine without a GPU: expected there.
 NO_GPU_MESSAGES = ("Could not find cuda drivers", "failed call to cuInit", "before absl::InitializeLog() is called")
@@ -95,7 +95,7 @@ if __name__ == "__main__":
             )
             sys.exit(1)
         tf.config.list_physical_devices()  # TensorFlow looks for GPUs (cuInit) once, here
-    from ros_tensorflow.ros_interface import RosInterface
+    from ros_tensorflow.ros.ros_interface import RosInterface
 
     try:
         interface = RosInterface()

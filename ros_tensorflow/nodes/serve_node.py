@@ -7,7 +7,7 @@ import sys
 
 import rospy
 
-from ros_tensorflow.serve_interface import ServeInterface
+from ros_tensorflow.ros.serve_interface import ServeInterface
 
 # Python hands the GIL to a waiting thread after 5 ms by default: the thread that receives camera frames and the one
 # that predicts them then wait on each other (240 frames/s against 540 with 0.5 ms, `make bench ROWS=serve`).

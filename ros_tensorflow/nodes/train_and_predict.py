@@ -9,7 +9,7 @@ import rospy
 from ros_tensorflow_msgs.msg import TrainAction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 
-from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.tf_free.datasets import make_synthetic
 
 
 def show_feedback(feedback):

@@ -30,8 +30,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from ros_tensorflow.master_watch import register_again
-from ros_tensorflow.sample_store import SampleStore
+from ros_tensorflow.ros.master_watch import register_again
+from ros_tensorflow.tf_free.sample_store import SampleStore
 
 ERROR = 2  # diagnostic_msgs/DiagnosticStatus.ERROR
 

@@ -7,15 +7,15 @@ import threading
 import keras
 import numpy as np
 
-from ros_tensorflow.callbacks import (
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.with_tf.callbacks import (
     BatchProgressReporter,
     CancelOnRequest,
     EpochEndReporter,
     best_weights_callback,
     optional_callbacks,
 )
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.model import ModelWrapper
+from ros_tensorflow.with_tf.model import ModelWrapper
 
 X, Y = make_synthetic(n_samples=320, seed=4)  # 10 batches of 32
 

@@ -20,7 +20,7 @@ from ros_tensorflow_msgs.srv import PredictImage
 from sensor_msgs.msg import CompressedImage, Image
 from sklearn.datasets import load_digits
 
-from ros_tensorflow.samples import classify
+from ros_tensorflow.tf_free.samples import classify
 
 CLASS_NAMES = ["zero", "one", "two", "three"]
 DIGITS = load_digits()

@@ -11,8 +11,8 @@ from sensor_msgs.msg import Image
 from sklearn.datasets import load_digits
 from std_msgs.msg import String
 
-from ros_tensorflow.datasets import DatasetError, Datasets, make_synthetic
-from ros_tensorflow.sample_store import SampleStore
+from ros_tensorflow.tf_free.datasets import DatasetError, Datasets, make_synthetic
+from ros_tensorflow.tf_free.sample_store import SampleStore
 
 X, Y = make_synthetic(n_samples=60, seed=5)
 

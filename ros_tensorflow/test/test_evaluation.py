@@ -18,10 +18,10 @@ from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
 from sklearn.metrics import classification_report
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.evaluation import CHUNK, class_names_for, evaluate, write_report
-from ros_tensorflow.model import ModelWrapper
-from ros_tensorflow.plots import confusion_figure, curves_figure, png_and_rgb
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.evaluation import CHUNK, class_names_for, evaluate, write_report
+from ros_tensorflow.tf_free.plots import confusion_figure, curves_figure, png_and_rgb
+from ros_tensorflow.with_tf.model import ModelWrapper
 
 X, Y = make_synthetic(n_samples=600, seed=3)
 

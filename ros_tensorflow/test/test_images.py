@@ -7,7 +7,14 @@ from png_bomb import png_bomb
 from sensor_msgs.msg import CompressedImage, Image
 from sklearn.datasets import load_digits
 
-from ros_tensorflow.images import ImageError, decode, decode_compressed, default_scale, pixel_limit, to_model_input
+from ros_tensorflow.tf_free.images import (
+    ImageError,
+    decode,
+    decode_compressed,
+    default_scale,
+    pixel_limit,
+    to_model_input,
+)
 
 DIGIT = (load_digits().images[0] * (255 / 16)).astype(np.uint8)  # a real 8 x 8 grey image: a handwritten 0
 RGB = np.stack([DIGIT, 255 - DIGIT, DIGIT // 2], axis=2)  # three different channels, in RGB order

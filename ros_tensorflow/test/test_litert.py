@@ -10,9 +10,10 @@ from ai_edge_litert.interpreter import Interpreter
 from ros_processes import wait_for
 from sklearn.datasets import load_digits
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.litert import ConverterProcess, LiteRtModel, to_tflite
-from ros_tensorflow.model import ModelWrapper, build_classifier
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.litert import LiteRtModel
+from ros_tensorflow.with_tf.conversion import ConverterProcess, to_tflite
+from ros_tensorflow.with_tf.model import ModelWrapper, build_classifier
 
 X, Y = make_synthetic(n_samples=400, seed=21)
 

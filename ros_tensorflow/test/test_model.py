@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.model import ModelWrapper, build_classifier
-from ros_tensorflow.samples import classify
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.samples import classify
+from ros_tensorflow.with_tf.model import ModelWrapper, build_classifier
 
 
 def run_in_thread(function):

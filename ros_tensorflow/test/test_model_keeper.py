@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.model import build_classifier
-from ros_tensorflow.model_keeper import ModelBusyError, ModelKeeper
-from ros_tensorflow.persistence import ModelFileError, backup_path, load_model
-from ros_tensorflow.settings import Settings
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.settings import Settings
+from ros_tensorflow.with_tf.model import build_classifier
+from ros_tensorflow.with_tf.model_keeper import ModelBusyError, ModelKeeper
+from ros_tensorflow.with_tf.persistence import ModelFileError, backup_path, load_model
 
 PROBE = make_synthetic(n_samples=4, seed=9)[0]
 FRESH = Settings().fresh_model()

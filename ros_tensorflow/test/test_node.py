@@ -13,7 +13,7 @@ from ros_processes import LaunchedNode, node_sends_to
 from ros_tensorflow_msgs.msg import TrainAction, TrainActionFeedback, TrainActionResult, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 
-from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.tf_free.datasets import make_synthetic
 
 TIMEOUT = rospy.Duration(120)
 

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.model import ModelWrapper, NotTrainableError, build_classifier
-from ros_tensorflow.persistence import (
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.with_tf.model import ModelWrapper, NotTrainableError, build_classifier
+from ros_tensorflow.with_tf.persistence import (
     ModelFileError,
     backup_path,
     export_tflite,

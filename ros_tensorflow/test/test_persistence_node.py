@@ -16,9 +16,9 @@ from ros_tensorflow_msgs.msg import Sample, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_srvs.srv import Trigger
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.model import build_classifier
-from ros_tensorflow.persistence import load_model
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.with_tf.model import build_classifier
+from ros_tensorflow.with_tf.persistence import load_model
 
 TIMEOUT = rospy.Duration(120)
 PROBE = make_synthetic(n_samples=8, seed=99)[0]

@@ -15,7 +15,7 @@ from ros_tensorflow_msgs.msg import TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from test_topics import Stream
 
-from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.tf_free.datasets import make_synthetic
 
 TIMEOUT = rospy.Duration(120)
 PROBE = make_synthetic(n_samples=4, seed=11)[0]

@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.sample_store import SampleStore
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.sample_store import SampleStore
 
 X, Y = make_synthetic(n_samples=60, seed=5)
 
@@ -41,7 +41,7 @@ def test_store_keeps_every_committed_sample_through_sigkill(tmp_path):
             "-c",
             textwrap.dedent(f"""
             import numpy as np
-            from ros_tensorflow.sample_store import SampleStore
+            from ros_tensorflow.tf_free.sample_store import SampleStore
             store = SampleStore({str(tmp_path / "s.sqlite")!r})
             for i in range(100000):
                 store.append(np.full((3, 10), float(i)), [0, 1, 0])
@@ -120,7 +120,7 @@ def test_a_full_disk_refuses_the_append_that_does_not_fit_and_keeps_every_sample
             textwrap.dedent(f"""
             import resource, signal
             import numpy as np
-            from ros_tensorflow.sample_store import SampleStore, StoreError
+            from ros_tensorflow.tf_free.sample_store import SampleStore, StoreError
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as the node does: a failed write, not a killed process
             resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
             store = SampleStore({str(tmp_path / "s.sqlite")!r})

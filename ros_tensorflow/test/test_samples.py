@@ -1,4 +1,4 @@
-"""Input checks and classification (ros_tensorflow.samples), without TensorFlow or ROS."""
+"""Input checks and classification (ros_tensorflow.tf_free.samples), without TensorFlow or ROS."""
 
 import re
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from ros_tensorflow.samples import (
+from ros_tensorflow.tf_free.samples import (
     MEMORY_BYTES,
     as_labelled_samples,
     as_samples,
@@ -85,7 +85,7 @@ def test_validation_splits_that_leave_one_sample_on_either_side_are_accepted():
 def test_the_checks_and_the_datasets_load_without_tensorflow():
     # What nodes/train_and_predict.py imports: it makes five samples, it should not pay for TensorFlow.
     code = (
-        "import sys, ros_tensorflow.datasets, ros_tensorflow.samples, ros_tensorflow.settings;"
+        "import sys, ros_tensorflow.tf_free.datasets, ros_tensorflow.tf_free.samples, ros_tensorflow.tf_free.settings;"
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

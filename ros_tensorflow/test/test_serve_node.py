@@ -18,10 +18,10 @@ from ros_tensorflow_msgs.srv import Predict
 from std_msgs.msg import Float64MultiArray
 from test_tfctl import Tfctl, write_samples
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.litert import to_tflite
-from ros_tensorflow.master_watch import register_again
-from ros_tensorflow.model import build_classifier
+from ros_tensorflow.ros.master_watch import register_again
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.with_tf.conversion import to_tflite
+from ros_tensorflow.with_tf.model import build_classifier
 
 PROBE = make_synthetic(n_samples=6, seed=3)[0]
 SERVE_PYTHON = os.environ.get("SERVE_PYTHON", "")

@@ -12,8 +12,8 @@ from ros_tensorflow_msgs.msg import TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_srvs.srv import Trigger
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.persistence import load_model
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.with_tf.persistence import load_model
 
 PROBE = make_synthetic(n_samples=100, seed=5)[0]
 

@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from ros_tensorflow.settings import PARAMETERS, Settings, parameters_of
+from ros_tensorflow.tf_free.settings import PARAMETERS, Settings, parameters_of
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1]
 README = PACKAGE.parent / "README.md"

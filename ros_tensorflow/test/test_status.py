@@ -2,11 +2,11 @@
 
 import os
 
-from ros_tensorflow.model_keeper import ModelKeeper
-from ros_tensorflow.sample_store import SampleStore
-from ros_tensorflow.settings import Settings
-from ros_tensorflow.status import ERROR, OK, WARN, Counters, model_status, stream_status
-from ros_tensorflow.training import Trainer
+from ros_tensorflow.tf_free.sample_store import SampleStore
+from ros_tensorflow.tf_free.settings import Settings
+from ros_tensorflow.tf_free.status import ERROR, OK, WARN, Counters, model_status, stream_status
+from ros_tensorflow.with_tf.model_keeper import ModelKeeper
+from ros_tensorflow.with_tf.training import Trainer
 
 
 def make(tmp_path):

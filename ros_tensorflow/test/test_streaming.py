@@ -5,9 +5,9 @@ import threading
 import numpy as np
 import pytest
 
-from ros_tensorflow.model import ModelWrapper
-from ros_tensorflow.samples import prediction_rows
-from ros_tensorflow.streaming import MicroBatcher
+from ros_tensorflow.tf_free.samples import prediction_rows
+from ros_tensorflow.tf_free.streaming import MicroBatcher
+from ros_tensorflow.with_tf.model import ModelWrapper
 
 
 class Collector:

@@ -29,8 +29,8 @@ def test_model_built_in_a_device_and_strategy_scope_keeps_them_on_other_threads(
         import keras, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from ros_tensorflow.datasets import make_synthetic
-        from ros_tensorflow.model import ModelWrapper
+        from ros_tensorflow.tf_free.datasets import make_synthetic
+        from ros_tensorflow.with_tf.model import ModelWrapper
 
         strategy = tf.distribute.OneDeviceStrategy("/cpu:1")
         with strategy.scope(), tf.device("/cpu:1"):
@@ -72,7 +72,7 @@ def test_graph_mode_context_reenters_the_graph_and_session():
         import threading
         import tensorflow as tf
         tf.compat.v1.disable_eager_execution()
-        from ros_tensorflow.tf_context import TensorFlowContext
+        from ros_tensorflow.with_tf.tf_context import TensorFlowContext
 
         graph = tf.Graph()
         with graph.as_default():
@@ -98,7 +98,7 @@ def test_model_wrapper_refuses_graph_mode_with_a_clear_error():
     out = run_python("""
         import tensorflow as tf
         tf.compat.v1.disable_eager_execution()
-        from ros_tensorflow.model import ModelWrapper
+        from ros_tensorflow.with_tf.model import ModelWrapper
         try:
             ModelWrapper()
         except RuntimeError as error:
@@ -108,7 +108,7 @@ def test_model_wrapper_refuses_graph_mode_with_a_clear_error():
 
 
 def test_configure_devices_accepts_a_device_that_exists_and_names_those_that_do():
-    from ros_tensorflow.tf_context import configure_devices
+    from ros_tensorflow.with_tf.tf_context import configure_devices
 
     configure_devices("/CPU:0")
     configure_devices("")

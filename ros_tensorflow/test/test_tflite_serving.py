@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.litert import to_tflite
-from ros_tensorflow.model import build_classifier
-from ros_tensorflow.tflite_serving import ModelRefused, TfliteKeeper
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.tflite_serving import ModelRefused, TfliteKeeper
+from ros_tensorflow.with_tf.conversion import to_tflite
+from ros_tensorflow.with_tf.model import build_classifier
 
 PROBE = make_synthetic(n_samples=4, seed=8)[0]
 

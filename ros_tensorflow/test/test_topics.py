@@ -9,7 +9,7 @@ from ros_tensorflow_msgs.msg import Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_msgs.msg import Float64MultiArray
 
-from ros_tensorflow.datasets import make_synthetic
+from ros_tensorflow.tf_free.datasets import make_synthetic
 
 
 class Stream:

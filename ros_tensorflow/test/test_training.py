@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.model_keeper import ModelKeeper
-from ros_tensorflow.persistence import ModelFileError
-from ros_tensorflow.sample_store import SampleStore
-from ros_tensorflow.settings import Settings
-from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, Trainer, TrainingRequest
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.sample_store import SampleStore
+from ros_tensorflow.tf_free.settings import Settings
+from ros_tensorflow.with_tf.model_keeper import ModelKeeper
+from ros_tensorflow.with_tf.persistence import ModelFileError
+from ros_tensorflow.with_tf.training import ABORTED, PREEMPTED, SUCCEEDED, Trainer, TrainingRequest
 
 PROBE = make_synthetic(n_samples=4, seed=9)[0]
 

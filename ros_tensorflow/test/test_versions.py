@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from ros_tensorflow.datasets import make_synthetic
-from ros_tensorflow.files import ModelFileError, load_model_info
-from ros_tensorflow.model_keeper import ModelKeeper
-from ros_tensorflow.sample_store import SampleStore
-from ros_tensorflow.settings import Settings
-from ros_tensorflow.training import SUCCEEDED, Trainer, TrainingRequest
-from ros_tensorflow.versions import Versions
+from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.files import ModelFileError, load_model_info
+from ros_tensorflow.tf_free.sample_store import SampleStore
+from ros_tensorflow.tf_free.settings import Settings
+from ros_tensorflow.tf_free.versions import Versions
+from ros_tensorflow.with_tf.model_keeper import ModelKeeper
+from ros_tensorflow.with_tf.training import SUCCEEDED, Trainer, TrainingRequest
 
 PROBE = make_synthetic(n_samples=4, seed=9)[0]
 

@@ -17,10 +17,10 @@ def _leaking(handle_predict):
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Wraps ServingFace._handle_predict once the node imports ros_tensorflow.serving_face."""
+    """Wraps ServingFace._handle_predict once the node imports ros_tensorflow.ros.serving_face."""
 
     def find_spec(self, name, path, target=None):
-        if name != "ros_tensorflow.serving_face":
+        if name != "ros_tensorflow.ros.serving_face":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from ros_tensorflow.samples import shape_of
+from ros_tensorflow.tf_free.samples import shape_of
 
 COLUMNS = {"id", "data", "label", "shape"}
 

@@ -9,9 +9,9 @@ import rospy
 from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateFeedback, EvaluateResult
 from sensor_msgs.msg import Image
 
-from ros_tensorflow.evaluation import class_names_for, evaluate, write_report
-from ros_tensorflow.files import ModelFileError, new_run_folder
-from ros_tensorflow.serving_face import rgb_image
+from ros_tensorflow.ros.serving_face import rgb_image
+from ros_tensorflow.tf_free.evaluation import class_names_for, evaluate, write_report
+from ros_tensorflow.tf_free.files import ModelFileError, new_run_folder
 
 
 class EvaluationFace:

@@ -14,14 +14,14 @@ from rospy.numpy_msg import numpy_msg
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger, TriggerResponse
 
-from ros_tensorflow.images import image_sample, pixel_limit
-from ros_tensorflow.model_keeper import ModelBusyError
-from ros_tensorflow.persistence import ModelFileError
-from ros_tensorflow.plots import curves_figure, png_and_rgb
-from ros_tensorflow.sample_store import StoreError
-from ros_tensorflow.samples import as_labelled_samples, request_limit
-from ros_tensorflow.serving_face import IMAGE_BUFFER_BYTES, rgb_image
-from ros_tensorflow.training import ABORTED, PREEMPTED, SUCCEEDED, TrainingOutcome, TrainingRequest
+from ros_tensorflow.ros.serving_face import IMAGE_BUFFER_BYTES, rgb_image
+from ros_tensorflow.tf_free.images import image_sample, pixel_limit
+from ros_tensorflow.tf_free.plots import curves_figure, png_and_rgb
+from ros_tensorflow.tf_free.sample_store import StoreError
+from ros_tensorflow.tf_free.samples import as_labelled_samples, request_limit
+from ros_tensorflow.with_tf.model_keeper import ModelBusyError
+from ros_tensorflow.with_tf.persistence import ModelFileError
+from ros_tensorflow.with_tf.training import ABORTED, PREEMPTED, SUCCEEDED, TrainingOutcome, TrainingRequest
 
 LOCKED = "is refused: ~allow_training is false (this model is locked against changes over ROS)"
 

@@ -20,8 +20,8 @@ from ros_tensorflow_msgs.srv import ActivateVersion, ListVersions, Predict, Pred
 from sensor_msgs.msg import Image
 from tqdm import tqdm
 
-from ros_tensorflow.images import decode_file
-from ros_tensorflow.samples import request_limit
+from ros_tensorflow.tf_free.images import decode_file
+from ros_tensorflow.tf_free.samples import request_limit
 
 STATES = {value: name for name, value in vars(GoalStatus).items() if isinstance(value, int) and name.isupper()}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -13,7 +13,7 @@ import pathlib
 import secrets
 import shutil
 
-from ros_tensorflow.files import ModelFileError, write_file
+from ros_tensorflow.tf_free.files import ModelFileError, write_file
 
 
 def _finite_or_none(meta):

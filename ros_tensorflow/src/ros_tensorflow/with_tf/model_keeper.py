@@ -13,7 +13,7 @@ import time
 
 import tensorflow as tf
 
-from ros_tensorflow.files import (
+from ros_tensorflow.tf_free.files import (
     class_names_data,
     class_names_path,
     info_path,
@@ -23,9 +23,12 @@ from ros_tensorflow.files import (
     save_model_info,
     tflite_path,
 )
-from ros_tensorflow.litert import ConversionError, ConverterProcess
-from ros_tensorflow.model import ModelWrapper, keras_predictor
-from ros_tensorflow.persistence import (
+from ros_tensorflow.tf_free.samples import probabilities_error, probe_samples
+from ros_tensorflow.tf_free.settings import Settings
+from ros_tensorflow.tf_free.versions import Versions
+from ros_tensorflow.with_tf.conversion import ConversionError, ConverterProcess
+from ros_tensorflow.with_tf.model import ModelWrapper, keras_predictor
+from ros_tensorflow.with_tf.persistence import (
     ModelFileError,
     backup_path,
     export_tflite,
@@ -33,10 +36,7 @@ from ros_tensorflow.persistence import (
     load_model,
     save_model,
 )
-from ros_tensorflow.samples import probabilities_error, probe_samples
-from ros_tensorflow.settings import Settings
-from ros_tensorflow.tf_context import free_released_memory
-from ros_tensorflow.versions import Versions
+from ros_tensorflow.with_tf.tf_context import free_released_memory
 
 
 class ModelBusyError(RuntimeError):

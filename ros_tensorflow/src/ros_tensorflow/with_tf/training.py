@@ -10,19 +10,19 @@ import math
 
 import numpy as np
 
-from ros_tensorflow.callbacks import (
+from ros_tensorflow.tf_free.datasets import Datasets
+from ros_tensorflow.tf_free.evaluation import class_names_for, evaluate
+from ros_tensorflow.tf_free.samples import check_validation_split
+from ros_tensorflow.with_tf.callbacks import (
     BatchProgressReporter,
     CancelOnRequest,
     EpochEndReporter,
     best_weights_callback,
     optional_callbacks,
 )
-from ros_tensorflow.datasets import Datasets
-from ros_tensorflow.evaluation import class_names_for, evaluate
-from ros_tensorflow.litert import REPRESENTATIVE_SAMPLES
-from ros_tensorflow.model import TrainingDiverged
-from ros_tensorflow.persistence import ModelFileError
-from ros_tensorflow.samples import check_validation_split
+from ros_tensorflow.with_tf.conversion import REPRESENTATIVE_SAMPLES
+from ros_tensorflow.with_tf.model import TrainingDiverged
+from ros_tensorflow.with_tf.persistence import ModelFileError
 
 SUCCEEDED, PREEMPTED, ABORTED = "succeeded", "preempted", "aborted"
 OWN_DATA_WARNING = (

@@ -8,8 +8,8 @@ import zipfile
 
 import keras
 
-from ros_tensorflow.files import ModelFileError, replace_atomically, tflite_path, unusable_path, write_file
-from ros_tensorflow.samples import NOT_A_CLASSIFIER
+from ros_tensorflow.tf_free.files import ModelFileError, replace_atomically, tflite_path, unusable_path, write_file
+from ros_tensorflow.tf_free.samples import NOT_A_CLASSIFIER
 
 __all__ = ["ModelFileError", "backup_path", "export_tflite", "file_digest", "load_model", "save_model"]
 

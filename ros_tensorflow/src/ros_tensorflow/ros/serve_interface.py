@@ -8,10 +8,10 @@ import rospy
 from ros_tensorflow_msgs.msg import Model
 
 from ros_tensorflow.cfg import ServeNodeConfig
-from ros_tensorflow.ros_node import NodeBase, data_dir_of
-from ros_tensorflow.serving_face import IMAGE_BUFFER_BYTES, ServingFace
-from ros_tensorflow.status import serving_status, stream_status
-from ros_tensorflow.tflite_serving import ModelRefused, TfliteKeeper
+from ros_tensorflow.ros.ros_node import NodeBase, data_dir_of
+from ros_tensorflow.ros.serving_face import IMAGE_BUFFER_BYTES, ServingFace
+from ros_tensorflow.tf_free.status import serving_status, stream_status
+from ros_tensorflow.tf_free.tflite_serving import ModelRefused, TfliteKeeper
 
 
 class ServeInterface(NodeBase):

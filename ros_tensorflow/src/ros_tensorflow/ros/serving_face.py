@@ -14,10 +14,10 @@ from rospy.numpy_msg import numpy_msg
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 
-from ros_tensorflow.images import ImageError, annotated, decode_message, image_sample, pixel_limit
-from ros_tensorflow.samples import as_samples, prediction_rows, request_limit
-from ros_tensorflow.status import Counters
-from ros_tensorflow.streaming import MicroBatcher
+from ros_tensorflow.tf_free.images import ImageError, annotated, decode_message, image_sample, pixel_limit
+from ros_tensorflow.tf_free.samples import as_samples, prediction_rows, request_limit
+from ros_tensorflow.tf_free.status import Counters
+from ros_tensorflow.tf_free.streaming import MicroBatcher
 
 IMAGE_BUFFER_BYTES = 2**26  # rospy's read buffer: a few 4K RGB frames at a time
 NO_MODEL = "no model to serve yet"

@@ -8,9 +8,9 @@ import rospy
 from diagnostic_msgs.msg import DiagnosticArray
 from dynamic_reconfigure.server import Server as ReconfigureServer
 
-from ros_tensorflow.master_watch import MasterWatch
-from ros_tensorflow.serving_face import resolved
-from ros_tensorflow.settings import Settings, parameters_of
+from ros_tensorflow.ros.master_watch import MasterWatch
+from ros_tensorflow.ros.serving_face import resolved
+from ros_tensorflow.tf_free.settings import Settings, parameters_of
 
 
 def read_settings(node):

@@ -9,8 +9,8 @@ import os
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
-from ros_tensorflow.files import write_file
-from ros_tensorflow.plots import confusion_figure, png_and_rgb
+from ros_tensorflow.tf_free.files import write_file
+from ros_tensorflow.tf_free.plots import confusion_figure, png_and_rgb
 
 CHUNK = 256  # samples per model call: a cancel or a progress report waits for at most one
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ros_tensorflow.files import (
+from ros_tensorflow.tf_free.files import (
     ModelFileError,
     class_names_path,
     info_path,
@@ -23,8 +23,8 @@ from ros_tensorflow.files import (
     unusable_path,
     write_file,
 )
-from ros_tensorflow.litert import LiteRtModel, UnservableModel
-from ros_tensorflow.samples import probabilities_error, probe_samples
+from ros_tensorflow.tf_free.litert import LiteRtModel, UnservableModel
+from ros_tensorflow.tf_free.samples import probabilities_error, probe_samples
 
 SIDE_FILES = (class_names_path, info_path)  # what travels beside a model file
 

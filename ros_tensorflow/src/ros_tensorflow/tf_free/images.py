@@ -10,7 +10,7 @@ import numpy as np
 import PIL
 import PIL.Image
 
-from ros_tensorflow.samples import MEMORY_BYTES, as_samples
+from ros_tensorflow.tf_free.samples import MEMORY_BYTES, as_samples
 
 PIL.Image.MAX_IMAGE_PIXELS = None  # Pillow only reads headers here; ~max_image_pixels is the limit, with the size
 

@@ -10,7 +10,7 @@ import time
 import keras
 import numpy as np
 
-from ros_tensorflow.files import new_run_folder
+from ros_tensorflow.tf_free.files import new_run_folder
 
 METRIC_KEYS = {"loss": "loss", "acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
 

@@ -5,15 +5,15 @@ import logging
 import rospy
 
 from ros_tensorflow.cfg import RosTensorflowConfig
-from ros_tensorflow.evaluation_face import EvaluationFace
-from ros_tensorflow.model_keeper import ModelKeeper
-from ros_tensorflow.ros_node import NodeBase, data_dir_of
-from ros_tensorflow.sample_store import SampleStore
-from ros_tensorflow.serving_face import ServingFace, resolved
-from ros_tensorflow.status import model_status, stream_status
-from ros_tensorflow.tf_context import configure_devices
-from ros_tensorflow.training import OWN_DATA_WARNING, Trainer
-from ros_tensorflow.training_face import TrainingFace, sizes
+from ros_tensorflow.ros.evaluation_face import EvaluationFace
+from ros_tensorflow.ros.ros_node import NodeBase, data_dir_of
+from ros_tensorflow.ros.serving_face import ServingFace, resolved
+from ros_tensorflow.ros.training_face import TrainingFace, sizes
+from ros_tensorflow.tf_free.sample_store import SampleStore
+from ros_tensorflow.tf_free.status import model_status, stream_status
+from ros_tensorflow.with_tf.model_keeper import ModelKeeper
+from ros_tensorflow.with_tf.tf_context import configure_devices
+from ros_tensorflow.with_tf.training import OWN_DATA_WARNING, Trainer
 
 
 class RosInterface(NodeBase):

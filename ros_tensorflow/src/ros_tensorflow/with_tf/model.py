@@ -9,10 +9,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ros_tensorflow.callbacks import StopOnDivergence
-from ros_tensorflow.litert import ConverterProcess, LiteRtServing
-from ros_tensorflow.samples import as_labelled_samples, as_samples, check_output, check_validation_split, shape_of
-from ros_tensorflow.tf_context import TensorFlowContext
+from ros_tensorflow.tf_free.samples import (
+    as_labelled_samples,
+    as_samples,
+    check_output,
+    check_validation_split,
+    shape_of,
+)
+from ros_tensorflow.with_tf.callbacks import StopOnDivergence
+from ros_tensorflow.with_tf.conversion import ConverterProcess, LiteRtServing
+from ros_tensorflow.with_tf.tf_context import TensorFlowContext
 
 ARCHITECTURES = ("auto", "mlp", "cnn")
 

@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 
-from ros_tensorflow.samples import as_labelled_samples, numeric_array, shape_of
+from ros_tensorflow.tf_free.samples import as_labelled_samples, numeric_array, shape_of
 
 SAMPLE_TYPE = "ros_tensorflow_msgs/Sample"
 IMAGE_SAMPLE_TYPE = "ros_tensorflow_msgs/ImageSample"
@@ -205,7 +205,7 @@ class Datasets:
 
     def _image_samples(self, path, bag):
         """x, y of the ImageSample messages on bag_topic, each image converted as for prediction."""
-        from ros_tensorflow.images import image_sample, pixel_limit  # only image datasets need OpenCV
+        from ros_tensorflow.tf_free.images import image_sample, pixel_limit  # only image datasets need OpenCV
 
         max_pixels = pixel_limit(self.max_image_pixels)
         data, labels = [], []
@@ -220,7 +220,7 @@ class Datasets:
     def _image_folder(self, path):
         """x, y of <path>/<class>/<image>.png|jpg, classes in the sorted order of their folders' names (the
         order keras.utils.image_dataset_from_directory gives them); their names become the model's."""
-        from ros_tensorflow.images import ImageError, decode_file, pixel_limit, to_model_input
+        from ros_tensorflow.tf_free.images import ImageError, decode_file, pixel_limit, to_model_input
 
         if len(self.input_shape) != 3:
             raise DatasetError(

@@ -1,0 +1,96 @@
+"""LiteRT's interpreter as the nodes call it: one TFLite model, an interpreter for each batch size. No TensorFlow:
+the serving node answers with this alone.
+
+A call of LiteRT's interpreter costs microseconds where a compiled tf.function costs a few
+hundred: TensorFlow's per-call overhead, not the model, dominated a prediction.
+"""
+
+import threading
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from ros_tensorflow.tf_free.samples import NOT_A_CLASSIFIER
+
+LARGEST_BATCH = 256  # interpreters are kept for 1, 2, 4 ... 256 samples; more are predicted in chunks
+
+
+class UnservableModel(ValueError):
+    """LiteRT loaded the model, but it is not one the node serves (its inputs, outputs or types)."""
+
+
+class LiteRtModel:
+    """One TFLite model with an interpreter allocated for each power-of-two batch size.
+
+    Interpreters are not thread-safe, and resizing one re-allocates it: so each batch size has its
+    own, built up front, a batch is padded to the next size, and one lock guards them all (a call
+    takes microseconds). A model whose batch size cannot change (many models made for microcontrollers
+    and accelerators take exactly one sample) gets the one interpreter, called once per sample.
+    Quantized models (int8 or uint8 input and output, as the Edge TPU needs) take and give real values
+    here: the input is quantized and the output dequantized with each tensor's scale and zero point.
+    """
+
+    def __init__(self, flatbuffer):
+        self._lock = threading.Lock()
+        self._interpreters = {}
+        size = 1
+        while size <= LARGEST_BATCH:
+            try:
+                self._interpreters[size] = self._interpreter(flatbuffer, size)
+            except UnservableModel:
+                raise
+            except (RuntimeError, ValueError):  # a batch size fixed in the model's ops
+                if size == 1:
+                    raise
+                break
+            size *= 2
+        self._largest = max(self._interpreters)
+        interpreter = self._interpreters[1][0]
+        given, wanted = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        if len(wanted["shape"]) != 2:
+            raise UnservableModel(f"expected an output of shape (k, classes), got {list(wanted['shape'])}")
+        self.input_shape = tuple(int(size) for size in given["shape"][1:])
+        self.output_dim = int(wanted["shape"][1])
+        if self.output_dim < 2:
+            raise UnservableModel(NOT_A_CLASSIFIER)
+        self._input_type, self._input_quantization = given["dtype"], given["quantization"]
+        self._output_quantization = wanted["quantization"] if wanted["dtype"] in (np.int8, np.uint8) else None
+        if self._input_type not in (np.float32, np.int8, np.uint8):
+            raise UnservableModel(f"expected a float32, int8 or uint8 input, got {np.dtype(self._input_type).name}")
+
+    @staticmethod
+    def _interpreter(flatbuffer, size):
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UnservableModel(f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        if size != inputs[0]["shape"][0]:
+            interpreter.resize_tensor_input(inputs[0]["index"], [size, *inputs[0]["shape"][1:]])
+        interpreter.allocate_tensors()
+        return interpreter, inputs[0]["index"], outputs[0]["index"]
+
+    def _quantized(self, x):
+        if self._input_type == np.float32:
+            return x
+        scale, zero_point = self._input_quantization
+        info = np.iinfo(self._input_type)
+        return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(self._input_type)
+
+    def predict(self, x):
+        """Output for x, shape (k, *input_shape) float32, any k >= 1, as float32."""
+        if len(x) > self._largest:
+            chunks = range(0, len(x), self._largest)
+            return np.concatenate([self.predict(x[i : i + self._largest]) for i in chunks])
+        k = len(x)
+        size = 1 << (k - 1).bit_length()
+        if size != k:
+            x = np.concatenate([x, np.zeros((size - k, *x.shape[1:]), np.float32)])
+        interpreter, input_index, output_index = self._interpreters[size]
+        with self._lock:
+            interpreter.set_tensor(input_index, self._quantized(x))
+            interpreter.invoke()
+            output = interpreter.get_tensor(output_index)[:k]
+        if self._output_quantization is not None:
+            scale, zero_point = self._output_quantization
+            output = (output.astype(np.float32) - zero_point) * scale
+        return output
