@@ -2,6 +2,7 @@
 each against its reference measured in the same run: the training node, a trivial service, a minimal LiteRT
 service, an echo node that runs the bare preprocessing and call, and the trainer's publish of a model."""
 
+import hashlib
 import os
 import pathlib
 import subprocess
@@ -20,6 +21,7 @@ from ros_tensorflow_msgs.msg import Model, Prediction
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
 
+from ros_tensorflow.tf_free.signing import Signer, generate_key_pair, load_trusted_keys, verify
 from ros_tensorflow.with_tf.conversion import to_tflite
 from ros_tensorflow.with_tf.model import build_classifier
 
@@ -250,6 +252,28 @@ def swap_rows(work_dir):
     ]  # fmt: skip
 
 
+def signing_rows(work_dir):
+    """What ~trusted_keys adds to a model's arrival: its signature checked (signed_payload and Ed25519 over the data's
+    sha256), against the sha256 of the data that every arrival computes anyway, for models of 1 MB and 20 MB."""
+    generate_key_pair(work_dir / "bench_key")
+    signer, trusted = Signer(work_dir / "bench_key"), load_trusted_keys([work_dir / "bench_key.pub"])
+    rows = []
+    for megabytes in (1, 20):
+        data = np.random.default_rng(megabytes).bytes(megabytes << 20)
+        fields = {"format": "tflite", "version": 1, "sequence": 1, "input_shape": [10], "output_dim": 2}
+        fields.update(class_names=["a", "b"], source="/bench", sha256=hashlib.sha256(data).hexdigest())
+        signature = signer.sign(fields)
+
+        def check(data=data, fields=fields, signature=signature):
+            verify(trusted, {**fields, "sha256": hashlib.sha256(data).hexdigest()}, signature, signer.key_id)
+
+        checked = p50_ms(timed(check, 50))
+        hashed = p50_ms(timed(lambda data=data: hashlib.sha256(data).hexdigest(), 50))
+        rows.append(row("serve", f"signed model checked (sha256 + Ed25519), {megabytes} MB, p50", checked, "ms",
+                        hashed, checked / hashed, "", None))  # fmt: skip
+    return rows
+
+
 def serving_rows():
     if not SERVE_PYTHON:
         return [row("serve", "serving node rows skipped: SERVE_PYTHON is not set (make bench sets it)", "", "")]
@@ -261,4 +285,5 @@ def serving_rows():
         *predict_rows(work_dir, model_path),
         *camera_rows(work_dir),
         *swap_rows(work_dir),
+        *signing_rows(work_dir),
     ]

@@ -46,3 +46,27 @@ def test_a_locked_model_refuses_every_change_and_still_serves(launch_node, tmp_p
     assert not answer.success and LOCKED in answer.message
     assert len(rospy.ServiceProxy("/predict", Predict)([0.5] * 10).classes) == 1
     assert not list((tmp_path / "data").glob("model*")), "nothing saved"
+
+
+def test_recording_stops_at_max_stored_samples_and_with_accept_samples_false(launch_node, tmp_path):
+    config = tmp_path / "flood.yaml"
+    config.write_text("max_stored_samples: 5\n")
+    node, _ = launch_node(config=config)
+    diagnostics = Diagnostics()
+    samples = rospy.Publisher("/ros_tensorflow/samples", Sample, queue_size=100)
+    wait_for(lambda: samples.get_num_connections(), 30, "the node's ~samples")
+    for i in range(20):  # a flood: the first 5 fit, every later one is refused, none of the first dropped
+        samples.publish(Sample(data=[float(i)] * 10, labels=[i % 2]))
+    status = diagnostics.wait_until(lambda s: s["samples_rejected"] == "15", "15 samples refused")
+    assert status["samples_stored"] == "5"
+    samples.unregister()
+    node.stop()
+
+    config.write_text("accept_samples: false\n")
+    launch_node(config=config)  # the same data_dir: the 5 stay
+    samples = rospy.Publisher("/ros_tensorflow/samples", Sample, queue_size=10)
+    wait_for(lambda: samples.get_num_connections(), 30, "the node's ~samples")
+    samples.publish(Sample(data=[0.5] * 10, labels=[1]))
+    status = diagnostics.wait_until(lambda s: s["samples_rejected"] == "1", "the sample refused")
+    assert status["samples_stored"] == "5"
+    samples.unregister()

@@ -20,6 +20,7 @@ from test_tfctl import Tfctl, write_samples
 
 from ros_tensorflow.ros.master_watch import register_again
 from ros_tensorflow.tf_free.datasets import make_synthetic
+from ros_tensorflow.tf_free.signing import generate_key_pair
 from ros_tensorflow.with_tf.conversion import to_tflite
 from ros_tensorflow.with_tf.model import build_classifier
 
@@ -140,6 +141,33 @@ def model_message(flatbuffer, version, input_shape=(10,), output_dim=2, sha256=N
         input_shape=list(input_shape),
         output_dim=output_dim,
     )
+
+
+def test_a_robot_serves_only_what_the_operators_trainer_signed(launch_node, serving, tmp_path):
+    generate_key_pair(tmp_path / "operator")
+    trainer_config = tmp_path / "trainer.yaml"
+    trainer_config.write_text(f"signing_key: {tmp_path / 'operator'}\n")
+    _, client = launch_node(config=trainer_config)
+    robot_config = tmp_path / "robot.yaml"
+    robot_config.write_text(f"trusted_keys: [{tmp_path / 'operator.pub'}]\n")
+    serving(model_topic="/ros_tensorflow/model", config=robot_config)
+    client.send_goal(TrainGoal(epochs=1))
+    assert client.wait_for_result(rospy.Duration(120)) and client.get_state() == GoalStatus.SUCCEEDED
+    wait_for(lambda: served_version() == 1, 60, "the serving node on the signed version 1")
+    robot_files = {path.name: path.read_bytes() for path in (tmp_path / "robot1").glob("model.*")}
+    assert "model.signature.json" in robot_files and (tmp_path / "data" / "model.signature.json").is_file()
+    status = Diagnostics("/robot1/ros_tensorflow: model", "/robot1/ros_tensorflow")
+    forger = rospy.Publisher("/ros_tensorflow/model", Model, queue_size=1)  # anyone on the network can
+    wait_for(lambda: forger.get_num_connections(), 30, "the robot subscribed to the forger")
+    forger.publish(model_message(to_tflite(build_classifier()), 2))  # a right sha256, no signature
+    values = status.wait_until(lambda s: s["models_refused"] == "1", "the forged model refused")
+    assert (
+        "version 2 from /tests: it is not signed, and ~trusted_keys accepts only signed models"
+        in (values["last_refusal"])
+    )
+    assert served_version() == 1
+    assert {path.name: path.read_bytes() for path in (tmp_path / "robot1").glob("model.*")} == robot_files
+    forger.unregister()
 
 
 def test_bad_models_on_the_topic_are_refused_counted_and_the_served_model_stays(serving, tmp_path, pinned_config):

@@ -44,6 +44,9 @@ def message(flatbuffer, version=1, input_shape=(10,), output_dim=2, sha256=None,
         acc=0.9,
         val_loss=float("nan"),
         val_acc=float("nan"),
+        signature="",
+        key_id="",
+        sequence=0,
     )
 
 

@@ -10,6 +10,7 @@ from ros_tensorflow.ros.ros_node import NodeBase, data_dir_of
 from ros_tensorflow.ros.serving_face import ServingFace, resolved
 from ros_tensorflow.ros.training_face import TrainingFace, sizes
 from ros_tensorflow.tf_free.sample_store import SampleStore
+from ros_tensorflow.tf_free.signing import Signer, SigningError
 from ros_tensorflow.tf_free.status import model_status, stream_status
 from ros_tensorflow.with_tf.model_keeper import ModelKeeper
 from ros_tensorflow.with_tf.tf_context import configure_devices
@@ -43,6 +44,12 @@ class RosInterface(NodeBase):
             versions_dir=f"{data_dir}/versions",
         )
         self.keeper.keep_versions = self.settings.keep_versions
+        if self.settings.signing_key:
+            try:
+                self.keeper.signer = Signer(self.settings.signing_key)
+            except SigningError as error:
+                raise ValueError(f"parameter {resolved('signing_key')}: {error}") from error
+            rospy.loginfo("models are signed with key %s (%s)", self.keeper.signer.key_id, self.settings.signing_key)
         self.keeper.adopt_class_names(self.settings.class_names)
         if self.settings.promote == "if_better" and not self.settings.eval_dataset:
             rospy.logwarn("%s", OWN_DATA_WARNING)

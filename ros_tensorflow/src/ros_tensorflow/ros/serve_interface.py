@@ -9,7 +9,8 @@ from ros_tensorflow_msgs.msg import Model
 
 from ros_tensorflow.cfg import ServeNodeConfig
 from ros_tensorflow.ros.ros_node import NodeBase, data_dir_of
-from ros_tensorflow.ros.serving_face import IMAGE_BUFFER_BYTES, ServingFace
+from ros_tensorflow.ros.serving_face import IMAGE_BUFFER_BYTES, ServingFace, resolved
+from ros_tensorflow.tf_free.signing import SigningError, load_trusted_keys
 from ros_tensorflow.tf_free.status import serving_status, stream_status
 from ros_tensorflow.tf_free.tflite_serving import ModelRefused, TfliteKeeper
 
@@ -21,7 +22,14 @@ class ServeInterface(NodeBase):
         super().__init__("serve")
         data_dir = data_dir_of(self.settings)
         path = self.settings.model_path or os.path.join(data_dir, "model.tflite")
-        self.keeper = TfliteKeeper(path, self.settings.input_shape, logging.getLogger("rosout"))
+        trusted = None
+        if self.settings.trusted_keys:
+            try:
+                trusted = load_trusted_keys(self.settings.trusted_keys)
+            except SigningError as error:
+                raise ValueError(f"parameter {resolved('trusted_keys')}: {error}") from error
+            rospy.loginfo("serving only models signed by the keys %s", ", ".join(trusted))
+        self.keeper = TfliteKeeper(path, self.settings.input_shape, logging.getLogger("rosout"), trusted)
         topic = self.settings.model_topic
         if self.keeper.model is None and not topic:
             raise ValueError(

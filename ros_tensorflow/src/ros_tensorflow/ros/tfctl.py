@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ros_tensorflow.tf_free.images import decode_file
 from ros_tensorflow.tf_free.samples import request_limit
+from ros_tensorflow.tf_free.signing import SigningError, generate_key_pair
 
 STATES = {value: name for name, value in vars(GoalStatus).items() if isinstance(value, int) and name.isupper()}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -264,6 +265,17 @@ def _image(path):
                  data=np.ascontiguousarray(rgb, np.uint8).tobytes())  # fmt: skip
 
 
+def keygen(args):
+    """A key pair for signing models: no node, no master."""
+    try:
+        key = generate_key_pair(args.path)
+    except (SigningError, OSError) as error:
+        raise SystemExit(f"tfctl: keygen: {error}") from None
+    print(f"key {key}: private key {args.path} (mode 600: the trainer's ~signing_key), public key {args.path}.pub"
+          " (the robots' ~trusted_keys)")  # fmt: skip
+    return 0
+
+
 def parser():
     top = argparse.ArgumentParser(
         prog="tfctl", description="Train, evaluate and predict with the ros_tensorflow node from a terminal."
@@ -289,10 +301,15 @@ def parser():
     command = commands.add_parser("activate", help="serve a version now (and after a restart): roll back or forward")
     command.add_argument("version", type=int)
     command.set_defaults(run=activate)
+    command = commands.add_parser("keygen", help="write a key pair that signs models: PATH (private), PATH.pub")
+    command.add_argument("path", metavar="PATH", type=pathlib.Path)
+    command.set_defaults(run=keygen)
     return top
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.run is keygen:
+        return keygen(args)
     rospy.init_node("tfctl", anonymous=True, disable_signals=True)  # Ctrl-C is ours: it cancels the goal
     return args.run(args)

@@ -18,7 +18,7 @@ from ros_tensorflow.ros.serving_face import IMAGE_BUFFER_BYTES, rgb_image
 from ros_tensorflow.tf_free.images import image_sample, pixel_limit
 from ros_tensorflow.tf_free.plots import curves_figure, png_and_rgb
 from ros_tensorflow.tf_free.sample_store import StoreError
-from ros_tensorflow.tf_free.samples import as_labelled_samples, request_limit
+from ros_tensorflow.tf_free.samples import as_labelled_samples, request_limit, stored_samples_limit
 from ros_tensorflow.with_tf.model_keeper import ModelBusyError
 from ros_tensorflow.with_tf.persistence import ModelFileError
 from ros_tensorflow.with_tf.training import ABORTED, PREEMPTED, SUCCEEDED, TrainingOutcome, TrainingRequest
@@ -46,6 +46,9 @@ def model_message(exported):
         output_dim=exported.output_dim,
         class_names=exported.class_names,
         **{name: info.get(name, float("nan")) for name in ("loss", "acc", "val_loss", "val_acc")},
+        signature=exported.signature,
+        key_id=exported.key_id,
+        sequence=exported.sequence,
     )
 
 
@@ -138,10 +141,14 @@ class TrainingFace:
         return TriggerResponse(True, f"cleared {count} samples")
 
     def _refuse_recording(self, topic):
-        if not self._locked():
+        if self._locked():
+            why = f"recording {LOCKED}"
+        elif not self._settings_of().accept_samples:
+            why = "recording is refused: ~accept_samples is false"
+        else:
             return False
         self.counters.samples_rejected += 1
-        rospy.logwarn_throttle(5, f"rejected a {topic} message: recording {LOCKED}")
+        rospy.logwarn_throttle(5, f"rejected a {topic} message: {why}")
         return True
 
     def _handle_samples(self, msg):
@@ -172,8 +179,15 @@ class TrainingFace:
         self._record(x, y, "~image_samples")
 
     def _record(self, x, y, topic):
-        """Store the samples, or count and report a store that cannot take them (a full disk): it stays whole."""
+        """Store the samples, or count and report a store that cannot take them (full: ~max_stored_samples, or a
+        full disk): it stays whole, and no sample already stored is dropped for new ones."""
+        limit = stored_samples_limit(self._settings_of().max_stored_samples, self.keeper.wrapper.input_shape)
         try:
+            if len(self.sample_store) + len(x) > limit:
+                raise StoreError(
+                    f"the sample store holds {len(self.sample_store)} samples, ~max_stored_samples allows {limit}:"
+                    " new samples are refused (train on them, or ~clear_samples)"
+                )
             self.sample_store.append(x, y)
         except StoreError as error:
             self.counters.samples_rejected += len(x)

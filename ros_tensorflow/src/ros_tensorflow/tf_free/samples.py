@@ -43,6 +43,14 @@ def request_limit(max_request_samples, input_shape):
     return max(1, MEMORY_BYTES // 4096 // (8 * math.prod(shape_of(input_shape))))
 
 
+def stored_samples_limit(max_stored_samples, input_shape):
+    """~max_stored_samples, or for 0 as many samples as fill 1/8 of this machine's memory in float64: a goal on
+    `recorded` loads them all, so a flood of samples fills neither the disk nor, at training, the memory."""
+    if max_stored_samples:
+        return max_stored_samples
+    return max(1, MEMORY_BYTES // 8 // (8 * math.prod(shape_of(input_shape))))
+
+
 def as_samples(data, input_shape, max_samples=0):
     """Flat (row-major) or (k, *input_shape) input as a (k, *input_shape) float array with 1 <= k <= max_samples
     (0: any k); ValueError says what was expected. input_shape: an int (input_dim) or a shape.

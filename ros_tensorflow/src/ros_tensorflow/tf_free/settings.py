@@ -83,6 +83,27 @@ PARAMETERS = {
     "allow_training": Parameter(
         True, "bool", "false: train goals, recording, ~clear_samples and ~reload are refused", node="train"
     ),
+    "accept_samples": Parameter(
+        True,
+        "bool",
+        "false: ~samples and ~image_samples messages are refused (counted), nothing recorded",
+        node="train",
+    ),
+    "max_stored_samples": Parameter(
+        0,
+        "int >= 0",
+        "most samples recorded; beyond, new ones are refused (counted); 0: as many as fill 1/8 of the memory",
+        node="train",
+    ),
+    "signing_key": Parameter(
+        "", "str", "Ed25519 private key file that signs each model published and saved; '': unsigned", node="train"
+    ),
+    "trusted_keys": Parameter(
+        [],
+        "list of str",
+        "public key files or folders of *.pub: only models they signed are served; []: any",
+        node="serve",
+    ),
     "max_request_samples": Parameter(
         0, "int >= 0", "most samples one request or message may hold; 0: 1/4096 of this machine's memory", True
     ),

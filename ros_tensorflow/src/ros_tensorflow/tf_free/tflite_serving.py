@@ -25,8 +25,9 @@ from ros_tensorflow.tf_free.files import (
 )
 from ros_tensorflow.tf_free.litert import LiteRtModel, UnservableModel
 from ros_tensorflow.tf_free.samples import probabilities_error, probe_samples
+from ros_tensorflow.tf_free.signing import SigningError, load_signature, save_signature, signature_path, verify
 
-SIDE_FILES = (class_names_path, info_path)  # what travels beside a model file
+SIDE_FILES = (class_names_path, info_path, signature_path)  # what travels beside a model file
 
 
 class ModelRefused(ValueError):
@@ -56,6 +57,7 @@ class TfliteModel:
         self.class_names = list(class_names)
         self.version = version
         self.source = source
+        self.sequence = 0  # its signed sequence number (~trusted_keys), 0: unsigned
         self.predictions_served = 0
 
     def predict_samples(self, x):
@@ -76,12 +78,18 @@ class TfliteKeeper:
     before it, previous_path) and replaces the model whole with each one that arrives and passes the checks, saving
     it to path first: after a restart with no trainer reachable, the node serves the last model it received. A
     refused model changes nothing and is counted. A file at path this node cannot use is never overwritten: it is
-    kept as <stem>.unusable-<time>.tflite when a model arrives."""
+    kept as <stem>.unusable-<time>.tflite when a model arrives.
 
-    def __init__(self, path, pinned_shape=(), log=None):
-        """pinned_shape: models of another sample shape are refused (~input_shape); () takes any."""
+    With trusted keys (~trusted_keys) only models they signed are served, from the topic and from disk (the signature
+    is kept beside the model), and only with a sequence above the one served: no replay, no rollback unless signed.
+    """
+
+    def __init__(self, path, pinned_shape=(), log=None, trusted_keys=None):
+        """pinned_shape: models of another sample shape are refused (~input_shape); () takes any. trusted_keys:
+        {key id: public key} (signing.load_trusted_keys), None: models need no signature."""
         self.path = pathlib.Path(path)
         self.pinned_shape = tuple(pinned_shape)
+        self.trusted_keys = trusted_keys
         self._log = log or logging.getLogger(__name__)
         self.model = None
         self.load_error = None  # why there is no model at path, while none is served
@@ -116,10 +124,20 @@ class TfliteKeeper:
         info = load_model_info(path)
         try:
             model = TfliteModel(flatbuffer, names, int(info.get("version", 0)), info.get("source") or str(path))
-        except ModelRefused as error:
+            signature, signer_id, model.sequence = load_signature(path)
+            if self.trusted_keys is not None:  # checked again: a file changed on disk is no longer what was signed
+                verify(self.trusted_keys, self._signed_fields(model, model.sequence), signature, signer_id)
+        except (ModelRefused, SigningError) as error:
             raise ModelFileError(f"cannot serve the model {path}: {error}") from None
         self._check_shape(model, f"the model {path}", ModelFileError)
         return model
+
+    @staticmethod
+    def _signed_fields(model, sequence):
+        fields = {"format": "tflite", "version": model.version, "sequence": sequence, "sha256": model.sha256}
+        fields.update(input_shape=list(model.input_shape), output_dim=model.output_dim, source=model.source)
+        fields["class_names"] = model.class_names
+        return fields
 
     def _check_shape(self, model, what, error_type):
         if self.pinned_shape and model.input_shape != self.pinned_shape:
@@ -139,6 +157,10 @@ class TfliteKeeper:
                 write_file(self.path, model.flatbuffer)
                 save_class_names(model.class_names, self.path)
                 save_model_info(files, self.path)
+                if message.signature:
+                    save_signature(self.path, message.signature, message.key_id, model.sequence)
+                else:
+                    signature_path(self.path).unlink(missing_ok=True)
             except ModelFileError as error:
                 raise ModelRefused(f"cannot be saved, so it would not survive a restart: {error}") from None
         except ModelRefused as error:
@@ -148,6 +170,19 @@ class TfliteKeeper:
             raise
         self.model, self.load_error, self._served_from = model, None, self.path
         return model
+
+    def _check_signature(self, model, message):
+        try:
+            verify(self.trusted_keys, self._signed_fields(model, message.sequence), message.signature, message.key_id)
+        except SigningError as error:
+            raise ModelRefused(str(error)) from None
+        served = self.model.sequence if self.model else 0
+        if message.sequence <= served:
+            raise ModelRefused(
+                f"signed with sequence {message.sequence}, not above the served model's {served}: a replayed or older"
+                " message (a rollback the trainer decides is signed with a higher sequence)"
+            )
+        model.sequence = message.sequence
 
     def _keep_aside(self):
         """Before a model takes path: the one served from there becomes previous_path's (with its class names and
@@ -177,6 +212,8 @@ class TfliteKeeper:
         if digest != message.sha256:
             raise ModelRefused(f"its data ({len(data)} bytes) does not match its sha256 (a corrupt or cut transfer)")
         model = TfliteModel(data, message.class_names, message.version, message.source)
+        if self.trusted_keys is not None:
+            self._check_signature(model, message)
         self._check_shape(model, "it", ModelRefused)
         if list(model.input_shape) != list(message.input_shape) or model.output_dim != message.output_dim:
             raise ModelRefused(

@@ -25,6 +25,7 @@ from ros_tensorflow.tf_free.files import (
 )
 from ros_tensorflow.tf_free.samples import probabilities_error, probe_samples
 from ros_tensorflow.tf_free.settings import Settings
+from ros_tensorflow.tf_free.signing import load_signature, save_signature
 from ros_tensorflow.tf_free.versions import Versions
 from ros_tensorflow.with_tf.conversion import ConversionError, ConverterProcess
 from ros_tensorflow.with_tf.model import ModelWrapper, keras_predictor
@@ -53,6 +54,9 @@ class ExportedModel:
     output_dim: int
     class_names: list
     info: dict
+    signature: str = ""  # with a signer (~signing_key): signed_payload's signature, its key and sequence
+    key_id: str = ""
+    sequence: int = 0
 
 
 class ModelKeeper:
@@ -77,6 +81,9 @@ class ModelKeeper:
         self.keep_versions = 0  # the newest kept (~keep_versions); 0: all
         self._last_number = 0  # the highest version number handed out
         self.on_export = None  # called with each ExportedModel, on the export thread
+        self.signer = None  # a signing.Signer (~signing_key): each model announced is signed, and its signature saved
+        self._sequence = load_signature(self.path)[2]  # the last signed, saved beside the model: survives restarts
+        self._signing_lock = threading.Lock()
         self.exported = None  # the last ExportedModel
         self._fresh_model = fresh_model
         self._log = log or logging.getLogger(__name__)
@@ -317,9 +324,27 @@ class ModelKeeper:
 
     def _announce(self, flatbuffer, wrapper, info):
         exported = ExportedModel(flatbuffer, wrapper.input_shape, wrapper.output_dim, wrapper.class_names, info)
+        if self.signer:
+            self._sign(exported)
         self.exported = exported
         if self.on_export:
             self.on_export(exported)
+
+    def _sign(self, exported):
+        """Sign exported under the next sequence number, saved beside the .tflite at path first: a signature a
+        restart or a robot checks again, and a sequence that never goes back."""
+        with self._signing_lock:
+            self._sequence += 1
+            info = exported.info
+            fields = {"format": "tflite", "sequence": self._sequence, "input_shape": list(exported.input_shape)}
+            fields.update(version=info["version"], sha256=info["sha256"], source=info["source"])
+            fields.update(output_dim=exported.output_dim, class_names=list(exported.class_names))
+            exported.signature, exported.key_id = self.signer.sign(fields), self.signer.key_id
+            exported.sequence = self._sequence
+            try:
+                save_signature(self.path, exported.signature, exported.key_id, exported.sequence)
+            except ModelFileError as error:
+                self._log.error("the model's signature is not saved beside it: %s", error)
 
     def announce_at_startup(self):
         """The model loaded from path, as exported before (on_export told), if its .tflite is in step; else export
