@@ -14,6 +14,12 @@ from test_tfctl import Tfctl
 LOCKED = "refused: ~allow_training is false"
 
 
+def samples_publisher():
+    samples = rospy.Publisher("/ros_tensorflow/samples", Sample, queue_size=100)
+    wait_for(lambda: samples.get_num_connections(), 30, "the node's ~samples")
+    return samples
+
+
 def test_a_locked_model_refuses_every_change_and_still_serves(launch_node, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("allow_training: false\n")
@@ -30,8 +36,7 @@ def test_a_locked_model_refuses_every_change_and_still_serves(launch_node, tmp_p
     status, out, err = Tfctl("train", "--epochs", 1).wait()
     assert status == 1 and f"ABORTED: training is {LOCKED}" in out and "epoch" not in out.split("\n", 1)[1], out + err
 
-    samples = rospy.Publisher("/ros_tensorflow/samples", Sample, queue_size=10)
-    wait_for(lambda: samples.get_num_connections(), 30, "the node's ~samples")
+    samples = samples_publisher()
     samples.publish(Sample(data=[0.5] * 10, labels=[1]))
     status = diagnostics.wait_until(lambda s: s["samples_rejected"] == "1", "the sample rejected")
     assert status["samples_stored"] == "0"
@@ -53,8 +58,7 @@ def test_recording_stops_at_max_stored_samples_and_with_accept_samples_false(lau
     config.write_text("max_stored_samples: 5\n")
     node, _ = launch_node(config=config)
     diagnostics = Diagnostics()
-    samples = rospy.Publisher("/ros_tensorflow/samples", Sample, queue_size=100)
-    wait_for(lambda: samples.get_num_connections(), 30, "the node's ~samples")
+    samples = samples_publisher()
     for i in range(20):  # a flood: the first 5 fit, every later one is refused, none of the first dropped
         samples.publish(Sample(data=[float(i)] * 10, labels=[i % 2]))
     status = diagnostics.wait_until(lambda s: s["samples_rejected"] == "15", "15 samples refused")
@@ -64,8 +68,7 @@ def test_recording_stops_at_max_stored_samples_and_with_accept_samples_false(lau
 
     config.write_text("accept_samples: false\n")
     launch_node(config=config)  # the same data_dir: the 5 stay
-    samples = rospy.Publisher("/ros_tensorflow/samples", Sample, queue_size=10)
-    wait_for(lambda: samples.get_num_connections(), 30, "the node's ~samples")
+    samples = samples_publisher()
     samples.publish(Sample(data=[0.5] * 10, labels=[1]))
     status = diagnostics.wait_until(lambda s: s["samples_rejected"] == "1", "the sample refused")
     assert status["samples_stored"] == "5"
