@@ -3,16 +3,19 @@ forged, tampered and replayed models while the served one stays, byte for byte."
 
 import os
 import subprocess
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_tflite_serving import message
 
+from ros_tensorflow.tf_free.settings import Settings
 from ros_tensorflow.tf_free.signing import Signer, SigningError, generate_key_pair, load_trusted_keys
 from ros_tensorflow.tf_free.tflite_serving import ModelRefused, TfliteKeeper
 from ros_tensorflow.with_tf.conversion import to_tflite
 from ros_tensorflow.with_tf.model import build_classifier
+from ros_tensorflow.with_tf.model_keeper import ModelKeeper
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +138,37 @@ def test_a_model_changed_on_disk_is_refused_at_start_up_and_the_signed_fallback_
     alone = TfliteKeeper(tmp_path / "model.tflite", trusted_keys=trusted)
     assert alone.model is None and "its signature does not match its data and metadata" in alone.load_error
     assert TfliteKeeper(tmp_path / "model.tflite").model.flatbuffer == third  # without ~trusted_keys: as before
+
+
+def test_the_trainer_signs_each_model_it_announces_and_a_rollback_under_a_higher_sequence(tmp_path):
+    operator, operator_pub = pair(tmp_path, "operator")
+    keeper = ModelKeeper(tmp_path / "model.keras", Settings().fresh_model(), versions_dir=tmp_path / "versions")
+    keeper.signer = operator
+    announced = []
+    keeper.on_export = announced.append
+    for _ in range(2):
+        keeper.write()
+        keeper.export_tflite().result(120)
+    keeper.activate(1)  # a rollback the operator decides
+    deadline = time.monotonic() + 60
+    while len(announced) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(m.info["version"], m.sequence, m.key_id) for m in announced] == [
+        (1, 1, operator.key_id),
+        (2, 2, operator.key_id),
+        (1, 3, operator.key_id),
+    ]
+    robot = TfliteKeeper(tmp_path / "robot" / "model.tflite", trusted_keys=load_trusted_keys([operator_pub]))
+    for exported in announced:  # as the robots receive them on ~model
+        msg = message(exported.flatbuffer, version=exported.info["version"], class_names=exported.class_names)
+        msg.signature, msg.key_id, msg.sequence = exported.signature, exported.key_id, exported.sequence
+        msg.source = exported.info["source"]
+        robot.accept(msg)
+    assert robot.model.version == 1 and robot.model.sequence == 3
+    keeper.close()
+    restarted = ModelKeeper(tmp_path / "model.keras", Settings().fresh_model(), versions_dir=tmp_path / "versions")
+    restarted.signer, later = operator, []
+    restarted.on_export = later.append
+    restarted.announce_at_startup()
+    assert later[0].sequence == 4  # the sequence survives a restart: never reused
+    restarted.close()
