@@ -88,31 +88,6 @@ def test_new_goal_preempts_the_running_one(node):
     assert client.get_result().epochs_completed == 1
 
 
-@pytest.mark.parametrize(
-    "goal, reason",
-    [
-        (TrainGoal(epochs=0), "epochs must be > 0, got 0"),
-        (TrainGoal(epochs=-3), "epochs must be > 0, got -3"),
-        (TrainGoal(epochs=1, batch_size=-1), "batch_size must be >= 0"),
-        (TrainGoal(epochs=1, validation_split=1.0), "validation_split must be in [0, 1)"),
-        (TrainGoal(epochs=1, validation_split=float("nan")), "validation_split must be in [0, 1)"),
-        (TrainGoal(epochs=1, dataset="no_such_data"), "unknown dataset 'no_such_data'"),
-        (TrainGoal(epochs=1, validation_split=0.999), "validation_split 0.999 of 1000 samples leaves 0 to train on"),
-    ],
-)
-def test_bad_goal_is_aborted_with_its_reason_and_the_node_still_serves(node, goal, reason):
-    _, client = node
-    feedbacks = []
-    client.send_goal(goal, feedback_cb=feedbacks.append)
-    assert client.wait_for_result(TIMEOUT)
-    assert client.get_state() == GoalStatus.ABORTED
-    assert reason in client.get_result().message
-    assert reason in client.get_goal_status_text()
-    assert feedbacks == [] and client.get_result().epochs_completed == 0
-    client.send_goal(TrainGoal(epochs=1))
-    assert client.wait_for_result(TIMEOUT) and client.get_state() == GoalStatus.SUCCEEDED
-
-
 @pytest.fixture
 def predict(node):
     rospy.wait_for_service("predict", timeout=60)
@@ -131,24 +106,6 @@ def test_predict_answers_one_class_per_sample(node, predict, k):
     np.testing.assert_allclose(answer.confidences, output.max(axis=1))
     np.testing.assert_allclose(output.sum(axis=1), 1.0, rtol=1e-5)
     assert answer.i_class == answer.classes[0] and answer.confidence == answer.confidences[0]
-
-
-@pytest.mark.parametrize(
-    "data, reason",
-    [
-        ([], "expected k * 10 values"),
-        ([0.5] * 7, "got 7"),
-        ([0.5] * 25, "got 25"),
-        ([0.5] * 9 + [float("nan")], "NaN or Inf"),
-        ([float("-inf")] + [0.5] * 9, "NaN or Inf"),
-        ([1e39] + [0.0] * 9, "outside float32's range"),
-        ([1e308] * 3 + [0.0] * 7, "outside float32's range"),
-    ],
-)
-def test_bad_predict_request_is_a_service_error_and_the_node_still_serves(predict, data, reason):
-    with pytest.raises(rospy.ServiceException, match=reason.replace("*", r"\*")):
-        predict(data)
-    assert len(predict([0.5] * 10).classes) == 1
 
 
 def run(command, timeout=120):
@@ -204,3 +161,65 @@ def test_a_bad_parameter_stops_the_node_with_a_message_naming_it(ros_master, tmp
         assert reason in node.log_path.read_text()
     finally:
         node.stop()
+
+
+# Last in the module: the node they share lives until its end, and no other node of the same name may start
+# meanwhile (ROS shuts the older one down).
+
+
+@pytest.fixture(scope="module")
+def shared_node(ros_master, tmp_path_factory):
+    """One node for the checks that must leave it serving as before (bad goals, bad requests): a launch each would
+    cost seconds and prove less."""
+    node = LaunchedNode(tmp_path_factory.mktemp("shared_node"))
+    client = node.wait_until_ready()
+    yield node, client
+    node.stop()
+
+
+@pytest.fixture
+def shared_predict(shared_node):
+    return rospy.ServiceProxy("predict", Predict, persistent=False)
+
+
+@pytest.mark.parametrize(
+    "goal, reason",
+    [
+        (TrainGoal(epochs=0), "epochs must be > 0, got 0"),
+        (TrainGoal(epochs=-3), "epochs must be > 0, got -3"),
+        (TrainGoal(epochs=1, batch_size=-1), "batch_size must be >= 0"),
+        (TrainGoal(epochs=1, validation_split=1.0), "validation_split must be in [0, 1)"),
+        (TrainGoal(epochs=1, validation_split=float("nan")), "validation_split must be in [0, 1)"),
+        (TrainGoal(epochs=1, dataset="no_such_data"), "unknown dataset 'no_such_data'"),
+        (TrainGoal(epochs=1, validation_split=0.999), "validation_split 0.999 of 1000 samples leaves 0 to train on"),
+    ],
+)
+def test_bad_goal_is_aborted_with_its_reason_and_the_node_still_serves(shared_node, goal, reason):
+    _, client = shared_node
+    feedbacks = []
+    client.send_goal(goal, feedback_cb=feedbacks.append)
+    assert client.wait_for_result(TIMEOUT)
+    assert client.get_state() == GoalStatus.ABORTED
+    assert reason in client.get_result().message
+    assert reason in client.get_goal_status_text()
+    assert feedbacks == [] and client.get_result().epochs_completed == 0
+    client.send_goal(TrainGoal(epochs=1))
+    assert client.wait_for_result(TIMEOUT) and client.get_state() == GoalStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        ([], "expected k * 10 values"),
+        ([0.5] * 7, "got 7"),
+        ([0.5] * 25, "got 25"),
+        ([0.5] * 9 + [float("nan")], "NaN or Inf"),
+        ([float("-inf")] + [0.5] * 9, "NaN or Inf"),
+        ([1e39] + [0.0] * 9, "outside float32's range"),
+        ([1e308] * 3 + [0.0] * 7, "outside float32's range"),
+    ],
+)
+def test_bad_predict_request_is_a_service_error_and_the_node_still_serves(shared_predict, data, reason):
+    with pytest.raises(rospy.ServiceException, match=reason.replace("*", r"\*")):
+        shared_predict(data)
+    assert len(shared_predict([0.5] * 10).classes) == 1
