@@ -21,7 +21,7 @@ from ros_tensorflow_msgs.msg import Model, Prediction
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
 
-from ros_tensorflow.tf_free.signing import Signer, generate_key_pair, load_trusted_keys, verify
+from ros_tensorflow.tf_free.signing import Signer, generate_key_pair, load_trusted_keys, model_fields, verify
 from ros_tensorflow.with_tf.conversion import to_tflite
 from ros_tensorflow.with_tf.model import build_classifier
 
@@ -260,8 +260,7 @@ def signing_rows(work_dir):
     rows = []
     for megabytes in (1, 20):
         data = np.random.default_rng(megabytes).bytes(megabytes << 20)
-        fields = {"format": "tflite", "version": 1, "sequence": 1, "input_shape": [10], "output_dim": 2}
-        fields.update(class_names=["a", "b"], source="/bench", sha256=hashlib.sha256(data).hexdigest())
+        fields = model_fields(1, 1, hashlib.sha256(data).hexdigest(), [10], 2, ["a", "b"], "/bench")
         signature = signer.sign(fields)
 
         def check(data=data, fields=fields, signature=signature):

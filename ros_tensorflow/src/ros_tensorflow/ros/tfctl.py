@@ -47,7 +47,7 @@ def _wait_for_node(node, needs, timeout):
         _, subscribers, services = master.getSystemState()
         offered = {("action", name.removesuffix("/goal")): nodes for name, nodes in subscribers}
         offered.update({("service", name): nodes for name, nodes in services})
-        registered = {n for _, nodes in offered.items() for n in nodes}
+        registered = {n for nodes in offered.values() for n in nodes}
         missing = [name for kind, name in needs if node not in offered.get((kind, name), [])]
         if not missing:
             return

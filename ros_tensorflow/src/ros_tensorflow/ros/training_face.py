@@ -196,15 +196,14 @@ class TrainingFace:
     def _execute_train(self, goal):
         if self._locked():
             rospy.logwarn("train goal refused: ~allow_training is false")
-            result = TrainResult(message=f"training {LOCKED}", best_epoch=-1, **TrainingOutcome("", "").metrics)
-            self._train_server.set_aborted(result, result.message)
-            return
-        outcome = self.trainer.run(
-            TrainingRequest(goal.epochs, goal.batch_size, goal.validation_split, goal.dataset),
-            self._settings_of(),
-            should_stop=self._train_server.is_preempt_requested,
-            on_feedback=self._publish_feedback,
-        )
+            outcome = TrainingOutcome(ABORTED, f"training {LOCKED}")  # no epoch: no metrics, best_epoch -1
+        else:
+            outcome = self.trainer.run(
+                TrainingRequest(goal.epochs, goal.batch_size, goal.validation_split, goal.dataset),
+                self._settings_of(),
+                should_stop=self._train_server.is_preempt_requested,
+                on_feedback=self._publish_feedback,
+            )
         result = TrainResult(
             epochs_completed=outcome.epochs_completed,
             model_path=outcome.model_path,

@@ -38,17 +38,18 @@ def describe_shape(shape):
 def request_limit(max_request_samples, input_shape):
     """~max_request_samples, or for 0 as many samples as fill 1/4096 of this machine's memory in float64: what
     one request makes the node allocate (its answer, ~queue_size of them waiting) stays a small share of it."""
-    if max_request_samples:
-        return max_request_samples
-    return max(1, MEMORY_BYTES // 4096 // (8 * math.prod(shape_of(input_shape))))
+    return max_request_samples or _samples_filling(MEMORY_BYTES // 4096, input_shape)
 
 
 def stored_samples_limit(max_stored_samples, input_shape):
     """~max_stored_samples, or for 0 as many samples as fill 1/8 of this machine's memory in float64: a goal on
     `recorded` loads them all, so a flood of samples fills neither the disk nor, at training, the memory."""
-    if max_stored_samples:
-        return max_stored_samples
-    return max(1, MEMORY_BYTES // 8 // (8 * math.prod(shape_of(input_shape))))
+    return max_stored_samples or _samples_filling(MEMORY_BYTES // 8, input_shape)
+
+
+def _samples_filling(size_bytes, input_shape):
+    """How many samples of input_shape fill size_bytes as float64 (at least one)."""
+    return max(1, size_bytes // (8 * math.prod(shape_of(input_shape))))
 
 
 def as_samples(data, input_shape, max_samples=0):

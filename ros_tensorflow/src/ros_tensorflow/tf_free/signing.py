@@ -28,12 +28,23 @@ class SigningError(ValueError):
     """A key file that cannot be used, or a model whose signature does not hold; says which and why."""
 
 
+def model_fields(version, sequence, sha256, input_shape, output_dim, class_names, source):
+    """What is signed of a .tflite model (SIGNED_FIELDS), as the trainer signs it and a robot checks it."""
+    return {
+        "format": "tflite",
+        "version": int(version),
+        "sequence": int(sequence),
+        "sha256": sha256,
+        "input_shape": [int(size) for size in input_shape],
+        "output_dim": int(output_dim),
+        "class_names": list(class_names),
+        "source": source,
+    }
+
+
 def signed_payload(fields):
     """The bytes signed: the metadata as canonical JSON (sorted keys, no spaces); the data through its sha256."""
-    payload = {name: fields[name] for name in SIGNED_FIELDS}
-    payload["input_shape"] = [int(size) for size in payload["input_shape"]]
-    payload["class_names"] = list(payload["class_names"])
-    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps({name: fields[name] for name in SIGNED_FIELDS}, sort_keys=True, separators=(",", ":")).encode()
 
 
 def key_id(public_key):

@@ -25,7 +25,14 @@ from ros_tensorflow.tf_free.files import (
 )
 from ros_tensorflow.tf_free.litert import LiteRtModel, UnservableModel
 from ros_tensorflow.tf_free.samples import probabilities_error, probe_samples
-from ros_tensorflow.tf_free.signing import SigningError, load_signature, save_signature, signature_path, verify
+from ros_tensorflow.tf_free.signing import (
+    SigningError,
+    load_signature,
+    model_fields,
+    save_signature,
+    signature_path,
+    verify,
+)
 
 SIDE_FILES = (class_names_path, info_path, signature_path)  # what travels beside a model file
 
@@ -134,10 +141,9 @@ class TfliteKeeper:
 
     @staticmethod
     def _signed_fields(model, sequence):
-        fields = {"format": "tflite", "version": model.version, "sequence": sequence, "sha256": model.sha256}
-        fields.update(input_shape=list(model.input_shape), output_dim=model.output_dim, source=model.source)
-        fields["class_names"] = model.class_names
-        return fields
+        return model_fields(
+            model.version, sequence, model.sha256, model.input_shape, model.output_dim, model.class_names, model.source
+        )
 
     def _check_shape(self, model, what, error_type):
         if self.pinned_shape and model.input_shape != self.pinned_shape:

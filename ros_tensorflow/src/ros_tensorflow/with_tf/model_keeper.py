@@ -25,7 +25,7 @@ from ros_tensorflow.tf_free.files import (
 )
 from ros_tensorflow.tf_free.samples import probabilities_error, probe_samples
 from ros_tensorflow.tf_free.settings import Settings
-from ros_tensorflow.tf_free.signing import load_signature, save_signature
+from ros_tensorflow.tf_free.signing import load_signature, model_fields, save_signature
 from ros_tensorflow.tf_free.versions import Versions
 from ros_tensorflow.with_tf.conversion import ConversionError, ConverterProcess
 from ros_tensorflow.with_tf.model import ModelWrapper, keras_predictor
@@ -110,11 +110,10 @@ class ModelKeeper:
         wrapper.class_names = list(class_names)
         if self.source != self.path:
             return  # a fresh model: saved with its names by the first goal
-        version = load_model_info(self.path).get("version")
         try:
             save_class_names(wrapper.class_names, self.path)
-            if self.versions and version in self.versions.numbers():
-                self.versions.add_file(version, "model.classes.txt", class_names_data(wrapper.class_names))
+            if self.versions and self.version in self.versions.numbers():
+                self.versions.add_file(self.version, "model.classes.txt", class_names_data(wrapper.class_names))
         except ModelFileError as error:
             self._log.warning("~class_names are used but not saved beside the model: %s", error)
 
@@ -336,9 +335,15 @@ class ModelKeeper:
         with self._signing_lock:
             self._sequence += 1
             info = exported.info
-            fields = {"format": "tflite", "sequence": self._sequence, "input_shape": list(exported.input_shape)}
-            fields.update(version=info["version"], sha256=info["sha256"], source=info["source"])
-            fields.update(output_dim=exported.output_dim, class_names=list(exported.class_names))
+            fields = model_fields(
+                info["version"],
+                self._sequence,
+                info["sha256"],
+                exported.input_shape,
+                exported.output_dim,
+                exported.class_names,
+                info["source"],
+            )
             exported.signature, exported.key_id = self.signer.sign(fields), self.signer.key_id
             exported.sequence = self._sequence
             try:
