@@ -17,6 +17,7 @@ APT_PACKAGES := catkin ros-message-generation ros-message-runtime rosout rosbash
 	python3-std-msgs python3-std-srvs python3-diagnostic-msgs python3-diagnostic-updater \
 	python3-dynamic-reconfigure libdynamic-reconfigure-config-init-mutex-dev \
 	python3-opencv python3-pil python3-cv-bridge python3-sensor-msgs ros-sensor-msgs libsensor-msgs-dev \
+	python3-geometry-msgs \
 	ros-std-msgs ros-std-srvs ros-actionlib-msgs ros-diagnostic-msgs \
 	libactionlib-msgs-dev libstd-msgs-dev libstd-srvs-dev libdiagnostic-msgs-dev \
 	python3-venv python3-dev g++ make cmake

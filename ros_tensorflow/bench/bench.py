@@ -27,6 +27,7 @@ from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, stop_proc
 from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateGoal, Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
+from regression_bench import regression_rows
 from serving_bench import serving_rows
 from std_msgs.msg import Float64MultiArray
 
@@ -222,7 +223,7 @@ def camera_rows():
 
 def main(only):
     """only: ['serve'] (make bench ROWS=serve) measures the serving node's rows alone, ['evaluate'] the evaluate
-    action's."""
+    action's, ['regression'] the regression rows."""
     RESULTS.mkdir(exist_ok=True)
     master = Master(tempfile.mkdtemp(prefix="bench_ros_home_"))
     helpers = {
@@ -249,6 +250,8 @@ def main(only):
                 node.stop()
         if only in ([], ["serve"]):
             rows += serving_rows()
+        if only in ([], ["regression"]):
+            rows += regression_rows()
     finally:
         for helper in helpers.values():
             stop_process_group(helper)

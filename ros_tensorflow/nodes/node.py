@@ -55,8 +55,12 @@ def main_loop_demo(interface):
         if loop_rate > 0 and now - last >= 1.0 / loop_rate:
             last = now
             wrapper = interface.keeper.wrapper
-            classes, confidences = classify(wrapper.predict(rng.random(wrapper.input_dim)))
-            rospy.loginfo("main loop: class %d (confidence %.3f)", classes[0], confidences[0])
+            output = wrapper.predict(rng.random(wrapper.input_dim))
+            if wrapper.task == "regression":
+                rospy.loginfo("main loop: values %s", " ".join(f"{value:.4g}" for value in output[0]))
+            else:
+                classes, confidences = classify(output)
+                rospy.loginfo("main loop: class %d (confidence %.3f)", classes[0], confidences[0])
         due = last + 1.0 / loop_rate - time.monotonic() if loop_rate > 0 else math.inf
         try:
             rospy.sleep(min(max(due, 0.0), 0.1))

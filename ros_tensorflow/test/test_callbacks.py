@@ -59,7 +59,7 @@ def test_epoch_reporter_is_called_once_per_epoch_with_metrics():
     assert [i for i, _ in reports] == [0, 1, 2, 3]
     assert reporter.epochs_completed == 4 and reporter.batches_per_epoch == 10
     for _, metrics in reports:
-        assert set(metrics) == {"loss", "acc", "val_loss", "val_acc"}
+        assert set(metrics) == {"loss", "acc", "val_loss", "val_acc", "mae", "val_mae"}
         assert metrics["loss"] > 0 and 0 <= metrics["acc"] <= 1
         assert math.isnan(metrics["val_loss"]) and math.isnan(metrics["val_acc"])
 

@@ -64,7 +64,7 @@ def test_class_names_set_as_a_parameter_become_a_loaded_models_own_and_travel_at
 @pytest.mark.parametrize(
     "last_layer, reason",
     [
-        (lambda: keras.layers.Dense(1), "one output value per sample: a regression or single-unit"),
+        (lambda: keras.layers.Dense(1), "one output value per sample: a classifier needs one output per class"),
         (lambda: keras.layers.Dense(1, activation="sigmoid"), "one output value per sample"),
         (lambda: keras.layers.Dense(3), "its outputs are not class probabilities"),
     ],

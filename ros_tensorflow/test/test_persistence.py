@@ -82,16 +82,6 @@ def test_a_users_model_the_node_cannot_serve_is_set_aside_not_overwritten(tmp_pa
     assert load_model(path)[0].output_shape == (None, 2)
 
 
-@pytest.mark.parametrize("outputs, loss", [(1, None), (3, "mse"), (3, keras.losses.MeanAbsoluteError())])
-def test_a_regression_model_is_refused_at_load_saying_only_classifiers_are_served(tmp_path, outputs, loss):
-    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(outputs)])
-    if loss is not None:
-        model.compile(optimizer="sgd", loss=loss)
-    model.save(tmp_path / "regression.keras")
-    with pytest.raises(ModelFileError, match="The node serves and trains classifiers only"):
-        load_model(tmp_path / "regression.keras")
-
-
 def test_a_model_file_put_there_by_hand_becomes_the_backup_and_a_known_one_is_not_loaded_again(tmp_path):
     path = tmp_path / "model.keras"
     by_hand = build_classifier()

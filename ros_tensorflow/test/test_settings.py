@@ -72,7 +72,10 @@ def test_defaults_and_a_lookup_fill_the_settings():
         ("dataset", 5, "must be str, got 5"),
         ("serving_backend", "tflite", "must be one of: litert, tensorflow, got 'tflite'"),
         ("learning_rate", float("inf"), "must be finite >= 0, got inf"),
-        ("output_dim", 1, "must be int > 1, got 1"),
+        ("output_dim", 1, "must be > 1 for a classifier (one output per class), got 1"),
+        ("output_dim", 0, "must be int > 0, got 0"),
+        ("task", "detection", "must be one of: '', classification, regression, got 'detection'"),
+        ("loss", "mse2", "must be one of: mse, mae, huber, got 'mse2'"),
         ("input_shape", [16, 16, 4], "must be [height, width, channels] with 1 (grey) or 3 (RGB) channels"),
     ],
 )
@@ -81,6 +84,12 @@ def test_a_value_that_breaks_its_rule_is_refused_naming_the_parameter(name, valu
         Settings(lambda n, default: value if n == name else default, name_of=lambda n: f"/node/{n}")
     with pytest.raises(ValueError, match=re.escape(f"parameter ~{name} {reason}")):
         Settings().replace(**{name: value})
+
+
+def test_a_regression_model_may_have_one_output_and_a_fresh_one_gets_the_task_and_loss():
+    settings = Settings().replace(task="regression", output_dim=1, loss="huber")
+    assert settings.fresh_model()["output_dim"] == 1
+    assert (settings.fresh_model()["task"], settings.fresh_model()["loss"]) == ("regression", "huber")
 
 
 def test_replace_gives_a_checked_copy_and_leaves_the_original():

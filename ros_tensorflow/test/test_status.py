@@ -39,10 +39,12 @@ def test_model_status_is_ok_warn_while_dropping_and_error_after_a_fallback(tmp_p
     level, message, values = model_status(keeper, trainer, counters, 7)
     assert (level, message) == (OK, "idle")
     assert values["state"] == "idle" and values["model"] == "fresh" and values["samples_stored"] == "7"
+    assert values["task"] == "classification"
     assert set(values) == {
         "state",
         "epoch",
         "model",
+        "task",
         "committed_at",
         "predictions_served",
         "inputs_dropped",

@@ -29,7 +29,7 @@ NOT_CLASSIFIERS = {  # models the serving node must judge as the training node d
 }
 
 
-def message(flatbuffer, version=1, input_shape=(10,), output_dim=2, sha256=None, class_names=()):
+def message(flatbuffer, version=1, input_shape=(10,), output_dim=2, sha256=None, class_names=(), task=""):
     """What a ros_tensorflow_msgs/Model carries."""
     return types.SimpleNamespace(
         version=version,
@@ -47,6 +47,7 @@ def message(flatbuffer, version=1, input_shape=(10,), output_dim=2, sha256=None,
         signature="",
         key_id="",
         sequence=0,
+        task=task,
     )
 
 
@@ -79,7 +80,7 @@ def test_an_accepted_model_is_served_and_saved_and_a_restart_serves_it(tmp_path)
         ({"format": "onnx"}, "format 'onnx', expected 'tflite'"),
         ({"data": b"\x00" * 64}, "LiteRT cannot load it"),
         ({"data": "two outputs"}, "the node cannot serve it: expected one input and one output, got 1 and 2"),
-        ({"data": "regression"}, "the node cannot serve it: one output value per sample: a regression or single-unit"),
+        ({"data": "regression"}, "the node cannot serve it: one output value per sample: a classifier needs one output per class"),
         ({"data": "sigmoid"}, "the node cannot serve it: one output value per sample"),
         ({"data": "logits"}, "the node cannot serve it: its outputs are not class probabilities"),
         ({"output_dim": 3}, "it says input_shape [10] and output_dim 3"),

@@ -29,7 +29,9 @@ class ServeInterface(NodeBase):
             except SigningError as error:
                 raise ValueError(f"parameter {resolved('trusted_keys')}: {error}") from error
             rospy.loginfo("serving only models signed by the keys %s", ", ".join(trusted))
-        self.keeper = TfliteKeeper(path, self.settings.input_shape, logging.getLogger("rosout"), trusted)
+        self.keeper = TfliteKeeper(
+            path, self.settings.input_shape, logging.getLogger("rosout"), trusted, self.settings.task
+        )
         topic = self.settings.model_topic
         if self.keeper.model is None and not topic:
             raise ValueError(

@@ -4,6 +4,8 @@ Both nodes use it: the training node with its Keras model, the serving node with
 model_of() for the model at every call (a swap replaces it whole) and settings_of() for the parameters in force.
 """
 
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -11,11 +13,13 @@ import rospy
 from ros_tensorflow_msgs.msg import Prediction
 from ros_tensorflow_msgs.srv import Predict, PredictImage, PredictImageResponse, PredictRequest, PredictResponse
 from rospy.numpy_msg import numpy_msg
+from geometry_msgs.msg import Twist
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 
+from ros_tensorflow.tf_free.commands import fill_twist
 from ros_tensorflow.tf_free.images import ImageError, annotated, decode_message, image_sample, pixel_limit
-from ros_tensorflow.tf_free.samples import as_samples, prediction_rows, request_limit
+from ros_tensorflow.tf_free.samples import as_samples, output_rows, request_limit
 from ros_tensorflow.tf_free.status import Counters
 from ros_tensorflow.tf_free.streaming import MicroBatcher
 
@@ -50,7 +54,10 @@ def fill_prediction(message, rows, class_names, model_version):
     responses and Prediction share; returns message. Set one by one: a message built with keyword arguments
     costs four times as much (measured: 2.2 against 0.5 us), a tenth of a /predict call's time in the node."""
     message.classes, message.confidences, outputs = zip(*rows, strict=True)
-    message.labels = [class_names[c] if c < len(class_names) else "" for c in message.classes]
+    if message.classes[0] < 0:  # a regression model's: values, no classes (output_rows)
+        message.classes, message.confidences, message.labels = (), (), ()
+    else:
+        message.labels = [class_names[c] if c < len(class_names) else "" for c in message.classes]
     message.output = [value for row in outputs for value in row]
     message.model_version = model_version
     return message
@@ -92,6 +99,7 @@ class ServingFace:
                 buff_size=IMAGE_BUFFER_BYTES,
             ),
         ]
+        self._commands = _Commands(settings) if settings.command_topic else None
         self._services = [
             rospy.Service("predict", _NumpyPredict, self._handle_predict),
             rospy.Service("predict_image", PredictImage, self._handle_predict_image),
@@ -101,6 +109,8 @@ class ServingFace:
         """Parameters changed while running."""
         self._batcher.max_batch, self._batcher.queue_size = settings.max_batch, settings.queue_size
         self._image_batcher.max_batch, self._image_batcher.queue_size = settings.max_batch, settings.image_queue_size
+        if self._commands:
+            self._commands.timeout = settings.command_timeout
 
     def class_names(self, model):
         """The model's own (saved with it, or from an image folder it trained on), else ~class_names."""
@@ -120,7 +130,7 @@ class ServingFace:
 
         def predict(samples):
             used[0] = self._model()
-            return prediction_rows(used[0].predict_samples(samples))
+            return output_rows(used[0].task, used[0].predict_samples(samples))
 
         batcher = MicroBatcher(
             predict,
@@ -139,11 +149,11 @@ class ServingFace:
         try:
             model = self._model()
             samples = as_samples(request.data, model.input_shape, self._request_limit(model))
-            rows = prediction_rows(model.predict_samples(samples))
+            rows = output_rows(model.task, model.predict_samples(samples))
         except ValueError as error:
             raise rospy.ServiceException(str(error)) from None
         response = fill_prediction(PredictResponse(), rows, self.class_names(model), model.version)
-        response.i_class, response.confidence = response.classes[0], response.confidences[0]
+        response.i_class, response.confidence = rows[0][0], rows[0][1]
         return response
 
     def _handle_predict_image(self, request):
@@ -166,7 +176,7 @@ class ServingFace:
             except ImageError as error:
                 raise rospy.ServiceException(f"image {i}: {error}") from None
         try:
-            rows = prediction_rows(model.predict_samples(np.concatenate(samples)))
+            rows = output_rows(model.task, model.predict_samples(np.concatenate(samples)))
         except ValueError as error:
             raise rospy.ServiceException(str(error)) from None
         return fill_prediction(PredictImageResponse(), rows, self.class_names(model), model.version)
@@ -189,9 +199,15 @@ class ServingFace:
     def _deliver_image(self, prediction, header_and_frame, rows, model):
         header, frame = header_and_frame
         self._publish_prediction(prediction, header, rows, model)
+        if self._commands:
+            self._commands.publish(rows[-1][2])
         if frame is not None:
-            name = prediction.labels[0] or f"class {prediction.classes[0]}"  # just filled in for this frame
-            self._annotated_pub.publish(rgb_image(annotated(frame, f"{name} {prediction.confidences[0]:.2f}"), header))
+            if prediction.classes:
+                name = prediction.labels[0] or f"class {prediction.classes[0]}"  # just filled in for this frame
+                text = f"{name} {prediction.confidences[0]:.2f}"
+            else:
+                text = " ".join(f"{value:.3g}" for value in rows[0][2])
+            self._annotated_pub.publish(rgb_image(annotated(frame, text), header))
 
     def _handle_input(self, msg):
         received = rospy.Time.now()
@@ -216,3 +232,37 @@ class ServingFace:
             prediction.header.stamp, prediction.header.frame_id = stamp_or_header.stamp, stamp_or_header.frame_id
         self._prediction_pub.publish(prediction)
         self.counters.predictions_published += 1
+
+
+class _Commands:
+    """~command_topic: the latest frame's prediction as a command; once no frame has come for ~command_timeout
+    seconds, one zero command, then nothing until frames return (a robot must not drive on a stale command)."""
+
+    def __init__(self, settings):
+        self._twist = settings.command_type == "geometry_msgs/Twist"
+        self._fields = list(settings.command_fields)
+        self.timeout = settings.command_timeout
+        self._pub = rospy.Publisher(settings.command_topic, Twist if self._twist else Float64MultiArray, queue_size=1)
+        self._last = None  # when the last command was published; None: stopped (or none yet)
+        self._size = 1  # values of the last command: a zero Float64MultiArray has as many
+        self._lock = threading.Lock()
+        self._watchdog = threading.Thread(target=self._watch, name="CommandWatchdog", daemon=True)
+        self._watchdog.start()
+
+    def _message(self, outputs):
+        return fill_twist(Twist(), self._fields, outputs) if self._twist else Float64MultiArray(data=list(outputs))
+
+    def publish(self, outputs):
+        with self._lock:
+            self._last, self._size = time.monotonic(), len(outputs)
+            self._pub.publish(self._message(outputs))
+
+    def _watch(self):
+        while not rospy.is_shutdown():
+            time.sleep(0.02)
+            with self._lock:
+                if self._last is None or not self.timeout or time.monotonic() - self._last < self.timeout:
+                    continue
+                self._last = None
+                self._pub.publish(self._message([0.0] * self._size))
+            rospy.logwarn(f"no ~image frame for {self.timeout:g} s: published a zero command on {self._pub.name}")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ros_tensorflow.tf_free.images import decode_file
 from ros_tensorflow.tf_free.samples import request_limit
 from ros_tensorflow.tf_free.signing import SigningError, generate_key_pair
+from ros_tensorflow.tf_free.tasks import METRICS
 
 STATES = {value: name for name, value in vars(GoalStatus).items() if isinstance(value, int) and name.isupper()}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -109,7 +110,7 @@ def train(args):
         bar.update(finished * per_epoch + feedback.batch % per_epoch - bar.n)
         bar.set_description(f"{finished}/{args.epochs} epochs")
         if finished:
-            bar.set_postfix_str(_metrics({k: getattr(feedback, k) for k in ("loss", "acc", "val_loss", "val_acc")}))
+            bar.set_postfix_str(_metrics({k: getattr(feedback, k) for k in METRICS}))
 
     goal = TrainGoal(args.epochs, args.batch_size, args.validation_split, args.dataset)
     state = _run_goal(client, goal, on_feedback)
@@ -117,7 +118,7 @@ def train(args):
     result = client.get_result()
     print(f"{STATES.get(state, state)}: {result.message if result else ''}")
     if result:
-        metrics = {k: getattr(result, k) for k in ("loss", "acc", "val_loss", "val_acc")}
+        metrics = {k: getattr(result, k) for k in METRICS}
         if result.epochs_completed:  # a goal that trained no epoch has no metrics to show
             best = f", best epoch {result.best_epoch}" if result.best_epoch >= 0 else ""
             print(f"epochs completed {result.epochs_completed}{best}: {_metrics(metrics)}")
@@ -145,6 +146,14 @@ def evaluate(args):
     print(f"{STATES.get(state, state)}: {result.message if result else ''}")
     if state != GoalStatus.SUCCEEDED:
         return 1
+    if result.output_mae:  # a regression model's
+        print(f"\n{'output':>6}  {'MAE':>10}  {'R2':>7}")
+        for i, (mae, r2) in enumerate(zip(result.output_mae, result.output_r2, strict=True)):
+            print(f"{i:6d}  {mae:10.4g}  {r2:7.4f}")
+        print(f"\nMAE {result.mae:.4g}, RMSE {result.rmse:.4g}, R2 {result.r2:.4f}, {result.samples} samples, model"
+              f" version {result.version}")  # fmt: skip
+        print(f"predicted against true: {pathlib.Path(result.report_dir) / 'predicted_vs_true.png'}")
+        return 0
     width = max(len(name) for name in result.class_names + ["class"])
     print(f"\n{'class':<{width}}  precision  recall     f1  support")
     for row in zip(result.class_names, result.precision, result.recall, result.f1, result.support, strict=True):
@@ -158,12 +167,14 @@ def evaluate(args):
 def versions(args):
     _, node = _names(args.node)
     response = _call(node, node + "/list_versions", ListVersions, None, args)
-    print(f"{'':1} {'version':>7}  {'trained':19}  {'dataset':20}  {'samples':>7}  {'epochs':>6}  {'val_acc':>7}")
+    print(f"{'':1} {'version':>7}  {'trained':19}  {'task':14}  {'dataset':20}  {'samples':>7}  {'epochs':>6}"
+          f"  {'val_acc':>7}  {'val_mae':>9}")  # fmt: skip
     for v in response.versions:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.stamp.to_sec()))
         val_acc = "-" if math.isnan(v.val_acc) else f"{v.val_acc:.4f}"
-        print(f"{'*' if v.served else ' '} {v.version:7d}  {when}  {v.dataset[:20]:20}  {v.samples:7d}  {v.epochs:6d}"
-              f"  {val_acc:>7}")  # fmt: skip
+        val_mae = "-" if math.isnan(v.val_mae) else f"{v.val_mae:.4g}"
+        print(f"{'*' if v.served else ' '} {v.version:7d}  {when}  {v.task:14}  {v.dataset[:20]:20}  {v.samples:7d}"
+              f"  {v.epochs:6d}  {val_acc:>7}  {val_mae:>9}")  # fmt: skip
     print(f"served: {response.served or 'a model that is no version yet (fresh)'}")
     return 0
 
@@ -233,6 +244,12 @@ def predict(args):
             except rospy.ServiceException as error:
                 print(f"tfctl: {name}: the node refused: {error}", file=sys.stderr)
                 return 1
+            if not response.classes:  # a regression model's: values only
+                values = np.reshape(response.output, (len(part), -1))
+                for i, row in zip(range(start, start + len(part)), values, strict=True):
+                    print(f"{name if images else f'{name} sample {i}'}: {' '.join(f'{v:.6g}' for v in row)}")
+                versions.add(response.model_version)
+                continue
             if len(response.classes) != len(part):  # the node took its values as samples of another size
                 raise SystemExit(
                     f"tfctl: {name}: its samples have {part[0].size} values each, the node's model takes"

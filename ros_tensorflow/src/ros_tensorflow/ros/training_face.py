@@ -18,7 +18,8 @@ from ros_tensorflow.ros.serving_face import IMAGE_BUFFER_BYTES, rgb_image
 from ros_tensorflow.tf_free.images import image_sample, pixel_limit
 from ros_tensorflow.tf_free.plots import curves_figure, png_and_rgb
 from ros_tensorflow.tf_free.sample_store import StoreError
-from ros_tensorflow.tf_free.samples import as_labelled_samples, request_limit, stored_samples_limit
+from ros_tensorflow.tf_free.samples import request_limit, stored_samples_limit
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION, METRICS, REGRESSION
 from ros_tensorflow.with_tf.model_keeper import ModelBusyError
 from ros_tensorflow.with_tf.persistence import ModelFileError
 from ros_tensorflow.with_tf.training import ABORTED, PREEMPTED, SUCCEEDED, TrainingOutcome, TrainingRequest
@@ -45,6 +46,7 @@ def model_message(exported):
         input_shape=list(exported.input_shape),
         output_dim=exported.output_dim,
         class_names=exported.class_names,
+        task=exported.task,
         **{name: info.get(name, float("nan")) for name in ("loss", "acc", "val_loss", "val_acc")},
         signature=exported.signature,
         key_id=exported.key_id,
@@ -109,7 +111,7 @@ class TrainingFace:
         listed = []
         for number in versions.numbers() if versions else []:
             meta = versions.meta(number)
-            metrics = {k: math.nan if meta.get(k) is None else meta[k] for k in ("loss", "acc", "val_loss", "val_acc")}
+            metrics = {k: math.nan if meta.get(k) is None else meta[k] for k in METRICS}
             listed.append(
                 VersionInfo(
                     version=number,
@@ -118,6 +120,7 @@ class TrainingFace:
                     samples=meta.get("samples", 0),
                     epochs=meta.get("epochs", 0),
                     served=number == served,
+                    task=meta.get("task", CLASSIFICATION),
                     **metrics,
                 )
             )
@@ -157,7 +160,7 @@ class TrainingFace:
         wrapper = self.keeper.wrapper
         limit = request_limit(self._settings_of().max_request_samples, wrapper.input_shape)
         try:
-            x, y = as_labelled_samples(msg.data, msg.labels, wrapper.input_shape, wrapper.output_dim, limit)
+            x, y = wrapper.checked_samples(msg.data, self._labels_or_targets(msg, wrapper, msg.labels), limit)
         except ValueError as error:
             self.counters.samples_rejected += 1
             rospy.logwarn_throttle(5, f"rejected a ~samples message: {error}")
@@ -171,12 +174,24 @@ class TrainingFace:
         try:
             max_pixels = pixel_limit(settings.max_image_pixels)
             sample = image_sample(msg.image, wrapper.input_shape, settings.input_scale, max_pixels)
-            x, y = as_labelled_samples(sample, [msg.label], wrapper.input_shape, wrapper.output_dim)
+            x, y = wrapper.checked_samples(sample, self._labels_or_targets(msg, wrapper, [msg.label]))
         except ValueError as error:
             self.counters.samples_rejected += 1
             rospy.logwarn_throttle(5, f"rejected a ~image_samples message: {error}")
             return
         self._record(x, y, "~image_samples")
+
+    @staticmethod
+    def _labels_or_targets(msg, wrapper, labels):
+        """The targets of a regression model's sample, else its labels; ValueError names a field sent for the
+        other task (an ImageSample's label is ignored for regression: it cannot be empty)."""
+        if wrapper.task == REGRESSION:
+            if len(labels) and isinstance(msg, Sample):
+                raise ValueError("it has labels, but the model is a regression model: send targets (labels empty)")
+            return msg.targets
+        if len(msg.targets):
+            raise ValueError("it has targets, but the model is a classifier: send labels (targets empty)")
+        return labels
 
     def _record(self, x, y, topic):
         """Store the samples, or count and report a store that cannot take them (full: ~max_stored_samples, or a

@@ -7,7 +7,8 @@ import zipfile
 
 import numpy as np
 
-from ros_tensorflow.tf_free.samples import as_labelled_samples, numeric_array, shape_of
+from ros_tensorflow.tf_free.samples import as_labelled_samples, as_target_samples, numeric_array, shape_of
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION, REGRESSION
 
 SAMPLE_TYPE = "ros_tensorflow_msgs/Sample"
 IMAGE_SAMPLE_TYPE = "ros_tensorflow_msgs/ImageSample"
@@ -30,6 +31,16 @@ def make_synthetic(n_samples=1000, input_dim=10, output_dim=2, n_draws=20, seed=
     x = np.zeros((n_samples, input_dim))
     np.add.at(x, (np.repeat(np.arange(n_samples), n_draws), bins.ravel()), 1.0)
     return x, y
+
+
+def make_synthetic_regression(n_samples=1000, input_dim=10, output_dim=1, seed=None):
+    """A regression task of the same sizes: standard normal samples, each output a smooth function of them (a
+    linear part and a sine), on a scale of tens far from 0 (targets the model must rescale, as real ones are)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_samples, input_dim))
+    weights = rng.normal(size=(input_dim, output_dim)) / np.sqrt(input_dim)
+    projected = x @ weights
+    return x, 50.0 + 20.0 * projected + 5.0 * np.sin(2.0 * projected)
 
 
 def _shortened(name, limit=80):
@@ -65,10 +76,12 @@ class Datasets:
         input_scale=0.0,
         max_image_pixels=0,
         seed=0,
+        task=CLASSIFICATION,
     ):
         """input_shape: the model's sample shape (an int: input_dim); input_scale and max_image_pixels: for images
         (~input_scale, ~max_image_pixels); seed: synthetic's (~seed), so that every goal and evaluation of the same
-        sizes sees the same samples."""
+        sizes sees the same samples; task: the model's: labels (classification) or targets (regression)."""
+        self.task = task
         self.data_dir = pathlib.Path(data_dir).resolve()
         self.input_shape = shape_of(input_shape)
         self.input_dim = math.prod(self.input_shape)  # values per sample
@@ -84,7 +97,8 @@ class Datasets:
         if name == "synthetic":
             if len(self.input_shape) != 1:
                 raise DatasetError(f"dataset 'synthetic' is for samples of rank 1, not shape {list(self.input_shape)}")
-            return make_synthetic(input_dim=self.input_dim, output_dim=self.output_dim, seed=self.seed)
+            make = make_synthetic_regression if self.task == REGRESSION else make_synthetic
+            return self._checked(*make(input_dim=self.input_dim, output_dim=self.output_dim, seed=self.seed))
         if name == "recorded":
             return self._recorded()
         path = self._resolve(name)
@@ -106,11 +120,17 @@ class Datasets:
             raise DatasetError(f"dataset {path} is not a regular file")
         try:
             x, y = loader(path)
-            return as_labelled_samples(x, y, self.input_shape, self.output_dim)
+            return self._checked(x, y)
         except DatasetError:
             raise
         except Exception as error:  # noqa: BLE001 - any unreadable file must become one clear message
             raise DatasetError(f"dataset file {path} cannot be used: {error}") from error
+
+    def _checked(self, x, y, field=None):
+        """(x, y) for the model: labels of a classifier, targets (n, output_dim) of a regression model."""
+        if self.task == REGRESSION:
+            return as_target_samples(x, y, self.input_shape, self.output_dim, field=field or "targets")
+        return as_labelled_samples(x, y, self.input_shape, self.output_dim)
 
     def _resolve(self, name):
         """The path of name with every symlink followed; DatasetError, before anything is opened, outside data_dir."""
@@ -126,9 +146,10 @@ class Datasets:
         if self.sample_store is None or len(self.sample_store) == 0:
             raise DatasetError("dataset 'recorded' is empty: publish Sample messages on ~samples first")
         try:
-            return self.sample_store.load(self.input_shape)
+            x, y = self.sample_store.load(self.input_shape, self.task)
         except ValueError as error:
             raise DatasetError(str(error)) from error
+        return self._checked(x, y)
 
     @staticmethod
     def _npz(path):
@@ -161,12 +182,14 @@ class Datasets:
                 f"dataset file {path}: .csv holds samples of rank 1 only, the model takes shape"
                 f" {list(self.input_shape)} (use a .npz, a .bag or an image folder)"
             )
+        targets = self.output_dim if self.task == REGRESSION else 1
+        wanted = f"{self.input_dim} features and {f'{targets} targets' if self.task == REGRESSION else 'a label'}"
         if table.size == 0:
-            raise DatasetError(f"dataset file {path} has no data rows (expected {self.input_dim} features and a label)")
-        if table.shape[1] != self.input_dim + 1:
-            raise DatasetError(
-                f"dataset file {path} has {table.shape[1]} columns, expected {self.input_dim} features and a label"
-            )
+            raise DatasetError(f"dataset file {path} has no data rows (expected {wanted})")
+        if table.shape[1] != self.input_dim + targets:
+            raise DatasetError(f"dataset file {path} has {table.shape[1]} columns, expected {wanted}")
+        if self.task == REGRESSION:
+            return table[:, : self.input_dim], table[:, self.input_dim :]
         return table[:, :-1], table[:, -1]
 
     def _bag(self, path):
@@ -195,13 +218,23 @@ class Datasets:
                     f" expected {SAMPLE_TYPE} or {IMAGE_SAMPLE_TYPE}"
                 )
             data, labels = [], []
-            for _, msg, _ in bag.read_messages(topics=[self.bag_topic]):
-                x, y = as_labelled_samples(msg.data, msg.labels, self.input_shape, self.output_dim)
+            for i, (_, msg, _) in enumerate(bag.read_messages(topics=[self.bag_topic])):
+                try:
+                    x, y = self._checked(*self._sample_fields(msg))
+                except ValueError as error:
+                    raise DatasetError(f"dataset file {path}: Sample {i} on {self.bag_topic}: {error}") from error
                 data.append(x)
                 labels.append(y)
         if not data:
             raise DatasetError(f"dataset file {path} has no Sample messages on topic {self.bag_topic}")
         return np.concatenate(data), np.concatenate(labels)
+
+    def _sample_fields(self, msg):
+        """(data, labels or targets) of a Sample message; the other field must be empty."""
+        wanted, other = ("targets", "labels") if self.task == REGRESSION else ("labels", "targets")
+        if len(getattr(msg, other, ())):  # a bag recorded before targets has no such field
+            raise DatasetError(f"it has {other} but the model is a {self.task} model: send {wanted} ({other} empty)")
+        return msg.data, getattr(msg, wanted, ())
 
     def _image_samples(self, path, bag):
         """x, y of the ImageSample messages on bag_topic, each image converted as for prediction."""
@@ -214,7 +247,7 @@ class Datasets:
                 data.append(image_sample(msg.image, self.input_shape, self.input_scale, max_pixels))
             except ValueError as error:
                 raise DatasetError(f"dataset file {path}: ImageSample {i} on {self.bag_topic}: {error}") from error
-            labels.append(msg.label)
+            labels.append(list(msg.targets) if self.task == REGRESSION else msg.label)
         return np.concatenate(data), np.array(labels)
 
     def _image_folder(self, path):
@@ -222,6 +255,11 @@ class Datasets:
         order keras.utils.image_dataset_from_directory gives them); their names become the model's."""
         from ros_tensorflow.tf_free.images import ImageError, decode_file, pixel_limit, to_model_input
 
+        if self.task == REGRESSION:
+            raise DatasetError(
+                f"dataset {path} is a folder of images, which names classes: a regression model learns targets"
+                " (record ImageSample messages with targets, or use a .npz of x and float y)"
+            )
         if len(self.input_shape) != 3:
             raise DatasetError(
                 f"dataset {path} is a folder of images, the model takes samples of shape"

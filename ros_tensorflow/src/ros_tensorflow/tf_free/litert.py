@@ -10,8 +10,6 @@ import threading
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from ros_tensorflow.tf_free.samples import NOT_A_CLASSIFIER
-
 LARGEST_BATCH = 256  # interpreters are kept for 1, 2, 4 ... 256 samples; more are predicted in chunks
 
 
@@ -48,11 +46,9 @@ class LiteRtModel:
         interpreter = self._interpreters[1][0]
         given, wanted = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         if len(wanted["shape"]) != 2:
-            raise UnservableModel(f"expected an output of shape (k, classes), got {list(wanted['shape'])}")
+            raise UnservableModel(f"expected an output of shape (k, outputs), got {list(wanted['shape'])}")
         self.input_shape = tuple(int(size) for size in given["shape"][1:])
         self.output_dim = int(wanted["shape"][1])
-        if self.output_dim < 2:
-            raise UnservableModel(NOT_A_CLASSIFIER)
         self._input_type, self._input_quantization = given["dtype"], given["quantization"]
         self._output_quantization = wanted["quantization"] if wanted["dtype"] in (np.int8, np.uint8) else None
         if self._input_type not in (np.float32, np.int8, np.uint8):

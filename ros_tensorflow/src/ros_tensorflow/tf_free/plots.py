@@ -32,16 +32,32 @@ def confusion_figure(confusion, class_names, title=""):
     return figure
 
 
+def predicted_vs_true_figure(predicted, true, output_mae, title=""):
+    """One panel per output (up to 6): each sample's prediction against its true value, the identity line (a
+    perfect model) drawn, the output's MAE in its title."""
+    predicted, true = np.asarray(predicted), np.asarray(true)
+    n = min(predicted.shape[1], 6)
+    figure = Figure(figsize=(3.6 * n + 0.6, 4.0), dpi=100, layout="constrained")
+    figure.suptitle(f"{title}\n" * bool(title) + f"predicted against true, {len(true)} samples")
+    for i, axes in enumerate(np.atleast_1d(figure.subplots(1, n))):
+        low, high = min(true[:, i].min(), predicted[:, i].min()), max(true[:, i].max(), predicted[:, i].max())
+        axes.plot([low, high], [low, high], color="grey", linestyle="--", label="identity")
+        axes.scatter(true[:, i], predicted[:, i], s=6, alpha=0.5)
+        axes.set(xlabel="true", ylabel="predicted", title=f"output {i}: MAE {output_mae[i]:.4g}")
+        axes.legend(loc="upper left")
+    return figure
+
+
 def curves_figure(history, version=0, best_epoch=-1):
-    """Loss and accuracy per epoch, training and validation (history: one dict of metric fields per epoch), the
-    epoch whose weights were kept marked (best_epoch; -1: the last), under a title naming the version."""
+    """Loss and accuracy (a regression model's: MAE) per epoch, training and validation (history: one dict of
+    metric fields per epoch), the epoch whose weights were kept marked (best_epoch; -1: the last), under a title naming the version."""
     figure = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
     figure.suptitle(f"version {version}" if version else "a model that is no version (not saved)")
     epochs = np.arange(len(history))
     kept = best_epoch if best_epoch >= 0 else len(history) - 1
-    for axes, (name, train, val) in zip(
-        figure.subplots(1, 2), (("loss", "loss", "val_loss"), ("accuracy", "acc", "val_acc")), strict=True
-    ):
+    regression = not np.isnan([epoch.get("mae", np.nan) for epoch in history]).all()
+    second = ("MAE", "mae", "val_mae") if regression else ("accuracy", "acc", "val_acc")
+    for axes, (name, train, val) in zip(figure.subplots(1, 2), (("loss", "loss", "val_loss"), second), strict=True):
         for key, label in ((train, "training"), (val, "validation")):
             values = [epoch[key] for epoch in history]
             if not np.isnan(values).all():

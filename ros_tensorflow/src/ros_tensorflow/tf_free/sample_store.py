@@ -9,8 +9,10 @@ import time
 import numpy as np
 
 from ros_tensorflow.tf_free.samples import shape_of
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION, REGRESSION
 
-COLUMNS = {"id", "data", "label", "shape"}
+COLUMNS = {"id", "data", "label", "shape", "targets"}
+NO_LABEL = -1  # the label of a row that has targets (a regression model's)
 
 
 class StoreError(ValueError):
@@ -18,7 +20,8 @@ class StoreError(ValueError):
 
 
 class SampleStore:
-    """An append-only table of (data, label) rows in one SQLite file.
+    """An append-only table of (data, label) rows in one SQLite file; a regression model's rows have targets
+    (float64 values) instead of a label.
 
     Each append is one transaction, committed before append returns: a killed
     process loses nothing it was handed, and SQLite's journal guarantees a
@@ -45,6 +48,8 @@ class SampleStore:
         columns = [row[1] for row in self._db.execute("PRAGMA table_info(samples)")]
         if "shape" not in columns:  # stores made before samples had shapes: NULL, a flat row of its length
             self._db.execute("ALTER TABLE samples ADD COLUMN shape TEXT")
+        if "targets" not in columns:  # stores made before regression: every row has a label
+            self._db.execute("ALTER TABLE samples ADD COLUMN targets BLOB")
         self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
 
     def _check(self):
@@ -78,35 +83,54 @@ class SampleStore:
         return self._count
 
     def append(self, x, labels):
-        """Store the samples of x (k, *shape) with their k labels, all or none."""
+        """Store the samples of x (k, *shape) with their k labels (ints), or targets (k, outputs floats), all or
+        none."""
         shape = ",".join(str(size) for size in np.shape(x)[1:])
-        rows = [
-            (np.asarray(sample, np.float64).tobytes(), int(label), shape)
-            for sample, label in zip(x, labels, strict=True)
-        ]
+        labels = np.asarray(labels)
+        if labels.ndim > 1:  # targets
+            rows = [
+                (np.asarray(sample, np.float64).tobytes(), NO_LABEL, shape, np.asarray(row, np.float64).tobytes())
+                for sample, row in zip(x, labels, strict=True)
+            ]
+        else:
+            rows = [
+                (np.asarray(sample, np.float64).tobytes(), int(label), shape, None)
+                for sample, label in zip(x, labels, strict=True)
+            ]
         with self._lock:
             try:
                 with self._db:  # one transaction
                     self._db.execute("BEGIN")
-                    self._db.executemany("INSERT INTO samples (data, label, shape) VALUES (?, ?, ?)", rows)
+                    self._db.executemany("INSERT INTO samples (data, label, shape, targets) VALUES (?, ?, ?, ?)", rows)
             except sqlite3.Error as error:  # e.g. a full disk: the transaction is rolled back, the store stays whole
                 raise StoreError(f"cannot store {len(rows)} samples in {self.path}: {error}") from error
             self._count += len(rows)
 
-    def load(self, input_shape):
-        """All samples as (x, y); ValueError, naming both shapes, if some were recorded under another shape."""
+    def load(self, input_shape, task=CLASSIFICATION):
+        """All samples as (x, y): labels (k,) for a classifier, targets (k, outputs) for a regression model;
+        ValueError, naming both shapes or tasks, if some were recorded for another model."""
         wanted = shape_of(input_shape)
         with self._lock:
-            rows = self._db.execute("SELECT data, label, shape FROM samples ORDER BY id").fetchall()
-        x = [np.frombuffer(data, np.float64) for data, _, _ in rows]
-        for sample, (_, _, shape) in zip(x, rows, strict=True):
+            rows = self._db.execute("SELECT data, label, shape, targets FROM samples ORDER BY id").fetchall()
+        x = [np.frombuffer(data, np.float64) for data, _, _, _ in rows]
+        with_targets = sum(targets is not None for *_, targets in rows)
+        if with_targets != (len(rows) if task == REGRESSION else 0):
+            recorded = f"{with_targets} with targets (regression) and {len(rows) - with_targets} with labels"
+            raise ValueError(
+                f"{self.path} holds samples recorded for another model ({recorded}): this one is a {task} model"
+                " (clear them with ~clear_samples)"
+            )
+        for sample, (_, _, shape, _) in zip(x, rows, strict=True):
             recorded = tuple(int(size) for size in shape.split(",")) if shape else (len(sample),)
             if recorded != wanted or len(sample) != math.prod(wanted):
                 raise ValueError(
                     f"{self.path} holds samples of shape {list(recorded)}, recorded for another model:"
                     f" this one takes {list(wanted)} (clear them with ~clear_samples)"
                 )
-        return np.array(x).reshape(-1, *wanted), np.array([label for _, label, _ in rows], dtype=np.int64)
+        x = np.array(x).reshape(-1, *wanted)
+        if task == REGRESSION:
+            return x, np.array([np.frombuffer(targets, np.float64) for *_, targets in rows])
+        return x, np.array([label for _, label, _, _ in rows], dtype=np.int64)
 
     def clear(self):
         with self._lock:

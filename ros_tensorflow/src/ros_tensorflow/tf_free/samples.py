@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION, REGRESSION
+
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MEMORY_BYTES = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
@@ -96,6 +98,21 @@ def as_labelled_samples(data, labels, input_shape, output_dim, max_samples=0):
     return x, y.astype(np.int64)
 
 
+def as_target_samples(data, targets, input_shape, output_dim, max_samples=0, field="targets"):
+    """(x, y) of a regression model, y of shape (k, output_dim) float64, checked as a whole: targets may come flat
+    (k * output_dim, row-major, as in a message), or as (k,) for one output; ValueError names field."""
+    x = as_samples(data, input_shape, max_samples)
+    y = numeric_array(targets, field).astype(np.float64)
+    if y.size != len(x) * output_dim or (y.ndim > 1 and y.shape != (len(x), output_dim)):
+        raise ValueError(
+            f"expected {field} of {len(x)} samples x {output_dim} outputs = {len(x) * output_dim} values, got"
+            f" {y.size} (shape {list(y.shape)})"
+        )
+    if not np.isfinite(y).all() or np.abs(y).max() > FLOAT32_MAX:
+        raise ValueError(f"{field} contain NaN, Inf or values outside float32's range")
+    return x, y.reshape(len(x), output_dim)
+
+
 def check_validation_split(n_samples, validation_split):
     """ValueError unless the split leaves samples both to train and to validate (as Keras splits them)."""
     if validation_split <= 0:
@@ -122,8 +139,8 @@ def _refuse_non_finite(rows):
 
 
 NOT_A_CLASSIFIER = (
-    "one output value per sample: a regression or single-unit (sigmoid) model. The node serves and trains"
-    " classifiers only: one output per class, 2 or more, e.g. a softmax"
+    "one output value per sample: a classifier needs one output per class, 2 or more (e.g. a softmax); for a"
+    " regression model set ~task regression"
 )
 
 
@@ -145,7 +162,7 @@ def probabilities_error(output):
         f"its outputs are not class probabilities (values from {output.min():.3g} to {output.max():.3g}, rows"
         f" summing to {sums.min():.3g} to {sums.max():.3g}): a model without its softmax (logits). The node serves"
         " classifiers whose outputs are probabilities: end the model with a softmax (keras.layers.Softmax()) and"
-        " export it again"
+        " export it again; for a regression model set ~task regression"
     )
 
 
@@ -153,6 +170,17 @@ def classify(output):
     """Per-sample class (argmax) and its output value, for an output of shape (k, output_dim)."""
     classes = np.argmax(output, axis=1)
     return classes, output[np.arange(len(output)), classes]
+
+
+def output_rows(task, output):
+    """prediction_rows of a classifier's output; of a regression model's, (-1, NaN, values) per sample: no class."""
+    if task != REGRESSION:
+        return prediction_rows(output)
+    rows = output.tolist()
+    for row in rows:
+        if not math.isfinite(sum(row)):
+            _refuse_non_finite(rows)
+    return [(-1, math.nan, row) for row in rows]
 
 
 def prediction_rows(output):
@@ -170,3 +198,14 @@ def prediction_rows(output):
         best = max(row)
         rows.append((row.index(best), best, row))
     return rows
+
+
+def task_of_output(task, output_dim, output):
+    """The task of a model whose own is task ('': it does not say) from its probe output: a classifier's must be
+    probabilities; a model that does not say is a classifier if its outputs are; ValueError says why not."""
+    if task == REGRESSION:
+        return REGRESSION
+    not_probabilities = NOT_A_CLASSIFIER if output_dim < 2 else probabilities_error(output)
+    if not_probabilities:
+        raise ValueError(not_probabilities)
+    return CLASSIFICATION

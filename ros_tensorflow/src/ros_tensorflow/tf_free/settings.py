@@ -7,6 +7,8 @@ PARAMETERS; a test checks that the first three agree, and the .cfg files read it
 import dataclasses
 import math
 
+from ros_tensorflow.tf_free.commands import TWIST_FIELDS
+
 
 @dataclasses.dataclass(frozen=True)
 class Parameter:
@@ -20,7 +22,13 @@ class Parameter:
 
 PARAMETERS = {
     "input_dim": Parameter(10, "int > 0", "values per sample of a fresh model", node="train"),
-    "output_dim": Parameter(2, "int > 1", "classes of a fresh model", node="train"),
+    "task": Parameter(
+        "",
+        "one of: '', classification, regression",
+        "a fresh model's ('': classification); a loaded model brings its own, and a different ~task is an error",
+    ),
+    "output_dim": Parameter(2, "int > 0", "classes (2 or more) or values (regression) of a fresh model", node="train"),
+    "loss": Parameter("mse", "one of: mse, mae, huber", "a fresh regression model's loss", node="train"),
     "hidden_units": Parameter(32, "int > 0", "units of a fresh model's hidden layer", node="train"),
     "input_shape": Parameter(
         [], "list of int > 0", "a fresh model's sample shape, e.g. [28, 28, 1]; []: [input_dim]; serving: a pin"
@@ -120,6 +128,18 @@ PARAMETERS = {
         "a trainer's ~model topic: serve each model it publishes; '': only the model at ~model_path",
         node="serve",
     ),
+    "command_topic": Parameter(
+        "", "str", "publish each ~image frame's prediction there as a command, e.g. /cmd_vel; '': off"
+    ),
+    "command_type": Parameter(
+        "geometry_msgs/Twist", "one of: geometry_msgs/Twist, std_msgs/Float64MultiArray", "of ~command_topic"
+    ),
+    "command_fields": Parameter(
+        ["angular.z"], "list of str", "the Twist fields the outputs fill, in order; the others are 0"
+    ),
+    "command_timeout": Parameter(
+        0.5, "finite >= 0", "s without a frame before one zero command is published; 0: never", True
+    ),
     "device": Parameter(
         "", "str", "TensorFlow device for training and TensorFlow serving; '': TensorFlow's choice", node="train"
     ),
@@ -131,7 +151,7 @@ PARAMETERS = {
 
 def _obeys(value, rule):
     if rule.startswith("one of: "):
-        return value in rule.removeprefix("one of: ").split(", ")
+        return value in [choice.replace("''", "") for choice in rule.removeprefix("one of: ").split(", ")]
     if rule == "list of str":
         return isinstance(value, list) and all(isinstance(name, str) for name in value)
     if rule == "list of int > 0":
@@ -192,6 +212,17 @@ class Settings:
                 f" channels for a shape of rank 3 (an image), got {self.input_shape}"
             )
 
+        unknown = [field for field in self.command_fields if field not in TWIST_FIELDS]
+        if self.command_type == "geometry_msgs/Twist" and unknown:
+            raise ValueError(
+                f"parameter {name_of('command_fields')}: {unknown} are not Twist fields (fields: {', '.join(TWIST_FIELDS)})"
+            )
+        if getattr(self, "output_dim", 2) < 2 and self.task != "regression":
+            raise ValueError(
+                f"parameter {name_of('output_dim')} must be > 1 for a classifier (one output per class), got"
+                f" {self.output_dim}: set {name_of('task')} regression for a model of one value"
+            )
+
     def replace(self, name_of=_tilde, **changes):
         """A copy with changes, each checked; ValueError (and no copy) if one breaks its rule."""
         unknown = set(changes) - set(parameters_of(self.node))
@@ -201,7 +232,8 @@ class Settings:
 
     def fresh_model(self):
         """ModelWrapper's arguments for a model built afresh."""
-        fresh = {name: getattr(self, name) for name in ("output_dim", "hidden_units", "learning_rate", "architecture")}
+        names = ("output_dim", "hidden_units", "learning_rate", "architecture", "task", "loss")
+        fresh = {name: getattr(self, name) for name in names}
         return {**fresh, "input_shape": list(self.input_shape) or [self.input_dim]}
 
     def as_dict(self):

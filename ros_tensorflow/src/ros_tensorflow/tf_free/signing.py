@@ -21,16 +21,29 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ros_tensorflow.tf_free.files import write_file
 
-SIGNED_FIELDS = ("format", "version", "sequence", "sha256", "input_shape", "output_dim", "class_names", "source")
+SIGNED_FIELDS = (
+    "format",
+    "version",
+    "sequence",
+    "sha256",
+    "input_shape",
+    "output_dim",
+    "class_names",
+    "source",
+    "task",
+)
 
 
 class SigningError(ValueError):
     """A key file that cannot be used, or a model whose signature does not hold; says which and why."""
 
 
-def model_fields(version, sequence, sha256, input_shape, output_dim, class_names, source):
-    """What is signed of a .tflite model (SIGNED_FIELDS), as the trainer signs it and a robot checks it."""
+def model_fields(version, sequence, sha256, input_shape, output_dim, class_names, source, task=""):
+    """What is signed of a .tflite model (SIGNED_FIELDS), as the trainer signs it and a robot checks it. The task
+    only where it is not a classifier's: what was signed before tasks stays valid, and a regression model cannot
+    pass as a classifier, nor the other way round."""
     return {
+        **({"task": task} if task and task != "classification" else {}),
         "format": "tflite",
         "version": int(version),
         "sequence": int(sequence),
@@ -44,7 +57,8 @@ def model_fields(version, sequence, sha256, input_shape, output_dim, class_names
 
 def signed_payload(fields):
     """The bytes signed: the metadata as canonical JSON (sorted keys, no spaces); the data through its sha256."""
-    return json.dumps({name: fields[name] for name in SIGNED_FIELDS}, sort_keys=True, separators=(",", ":")).encode()
+    signed = {name: fields[name] for name in SIGNED_FIELDS if name in fields}
+    return json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
 
 
 def key_id(public_key):

@@ -45,6 +45,7 @@ def model_status(keeper, trainer, counters, samples_stored):
         "state": "idle" if epoch is None else "training",
         "epoch": "" if epoch is None else str(epoch),
         "model": keeper.source,
+        "task": keeper.wrapper.task,
         "committed_at": datetime.fromtimestamp(keeper.wrapper.committed_at, UTC).isoformat(),
         "predictions_served": str(keeper.predictions_served),
         "inputs_dropped": str(counters.inputs_dropped()),
@@ -80,6 +81,7 @@ def serving_status(keeper, counters):
     values = {
         "model": str(keeper.path),
         "model_version": str(model.version if model else 0),
+        "task": model.task if model else "",
         "model_source": model.source if model else "",
         "model_sha256": model.sha256 if model else "",
         "models_refused": str(keeper.refused),

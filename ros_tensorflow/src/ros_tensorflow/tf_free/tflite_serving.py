@@ -24,7 +24,7 @@ from ros_tensorflow.tf_free.files import (
     write_file,
 )
 from ros_tensorflow.tf_free.litert import LiteRtModel, UnservableModel
-from ros_tensorflow.tf_free.samples import probabilities_error, probe_samples
+from ros_tensorflow.tf_free.samples import probe_samples, task_of_output
 from ros_tensorflow.tf_free.signing import (
     SigningError,
     load_signature,
@@ -33,6 +33,7 @@ from ros_tensorflow.tf_free.signing import (
     signature_path,
     verify,
 )
+from ros_tensorflow.tf_free.tasks import resolve_task
 
 SIDE_FILES = (class_names_path, info_path, signature_path)  # what travels beside a model file
 
@@ -42,23 +43,28 @@ class ModelRefused(ValueError):
 
 
 class TfliteModel:
-    """A TFLite classifier as the serving face uses a model: its sizes, class names and version, and
-    predict_samples(). Loading it makes one prediction (a warm-up): a model that cannot answer is never served."""
+    """A TFLite model as the serving face uses a model: its task, sizes, class names and version, and
+    predict_samples(). Loading it makes one prediction (a warm-up): a model that cannot answer is never served.
 
-    def __init__(self, flatbuffer, class_names=(), version=0, source=""):
+    task: the model's own as its trainer said ('': unknown, a classifier if its outputs are probabilities);
+    wanted_task (~task) must agree with it."""
+
+    def __init__(self, flatbuffer, class_names=(), version=0, source="", task="", wanted_task=""):
         try:
             self.litert = LiteRtModel(flatbuffer)
             self.input_shape, self.output_dim = self.litert.input_shape, self.litert.output_dim
             self.input_dim = math.prod(self.input_shape)
-            not_probabilities = probabilities_error(self.litert.predict(probe_samples(self.input_shape)))
+            probe = self.litert.predict(probe_samples(self.input_shape))
         except UnservableModel as error:
             raise ModelRefused(f"the node cannot serve it: {error}") from None
         except (ValueError, RuntimeError) as error:  # LiteRT's word for a flatbuffer it cannot use
             raise ModelRefused(
                 f"LiteRT cannot load it: {str(error).splitlines()[0] if str(error) else error!r}"
             ) from None
-        if not_probabilities:
-            raise ModelRefused(f"the node cannot serve it: {not_probabilities}")
+        try:
+            self.task = task_of_output(resolve_task(wanted_task, task or None, "it"), self.output_dim, probe)
+        except ValueError as error:  # TaskError, or not a classifier
+            raise ModelRefused(f"the node cannot serve it: {error}") from None
         self.flatbuffer = flatbuffer
         self.sha256 = hashlib.sha256(flatbuffer).hexdigest()
         self.class_names = list(class_names)
@@ -91,10 +97,12 @@ class TfliteKeeper:
     is kept beside the model), and only with a sequence above the one served: no replay, no rollback unless signed.
     """
 
-    def __init__(self, path, pinned_shape=(), log=None, trusted_keys=None):
+    def __init__(self, path, pinned_shape=(), log=None, trusted_keys=None, task=""):
         """pinned_shape: models of another sample shape are refused (~input_shape); () takes any. trusted_keys:
-        {key id: public key} (signing.load_trusted_keys), None: models need no signature."""
+        {key id: public key} (signing.load_trusted_keys), None: models need no signature. task (~task): models
+        of another task are refused; '' takes either."""
         self.path = pathlib.Path(path)
+        self.task = task
         self.pinned_shape = tuple(pinned_shape)
         self.trusted_keys = trusted_keys
         self._log = log or logging.getLogger(__name__)
@@ -130,7 +138,8 @@ class TfliteKeeper:
             names = []
         info = load_model_info(path)
         try:
-            model = TfliteModel(flatbuffer, names, int(info.get("version", 0)), info.get("source") or str(path))
+            version, source = int(info.get("version", 0)), info.get("source") or str(path)
+            model = TfliteModel(flatbuffer, names, version, source, info.get("task", ""), self.task)
             signature, signer_id, model.sequence = load_signature(path)
             if self.trusted_keys is not None:  # checked again: a file changed on disk is no longer what was signed
                 verify(self.trusted_keys, self._signed_fields(model, model.sequence), signature, signer_id)
@@ -142,7 +151,14 @@ class TfliteKeeper:
     @staticmethod
     def _signed_fields(model, sequence):
         return model_fields(
-            model.version, sequence, model.sha256, model.input_shape, model.output_dim, model.class_names, model.source
+            model.version,
+            sequence,
+            model.sha256,
+            model.input_shape,
+            model.output_dim,
+            model.class_names,
+            model.source,
+            model.task,
         )
 
     def _check_shape(self, model, what, error_type):
@@ -156,7 +172,7 @@ class TfliteKeeper:
         one this node can serve. Returns the model now served."""
         try:
             model = self._checked(message)
-            files = {"version": model.version, "source": model.source, "sha256": model.sha256}
+            files = {"version": model.version, "source": model.source, "sha256": model.sha256, "task": model.task}
             files.update(stamp=time.time(), **{k: getattr(message, k) for k in ("loss", "acc", "val_loss", "val_acc")})
             try:
                 self._keep_aside()
@@ -217,7 +233,7 @@ class TfliteKeeper:
         digest = hashlib.sha256(data).hexdigest()
         if digest != message.sha256:
             raise ModelRefused(f"its data ({len(data)} bytes) does not match its sha256 (a corrupt or cut transfer)")
-        model = TfliteModel(data, message.class_names, message.version, message.source)
+        model = TfliteModel(data, message.class_names, message.version, message.source, message.task, self.task)
         if self.trusted_keys is not None:
             self._check_signature(model, message)
         self._check_shape(model, "it", ModelRefused)

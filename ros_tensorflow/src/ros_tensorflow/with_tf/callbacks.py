@@ -12,7 +12,14 @@ import numpy as np
 
 from ros_tensorflow.tf_free.files import new_run_folder
 
-METRIC_KEYS = {"loss": "loss", "acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
+METRIC_KEYS = {
+    "loss": "loss",
+    "acc": "accuracy",
+    "val_loss": "val_loss",
+    "val_acc": "val_accuracy",
+    "mae": "mae",  # a regression model's (compile_for)
+    "val_mae": "val_mae",
+}
 
 
 def epoch_metrics(logs):

@@ -12,10 +12,12 @@ import tensorflow as tf
 from ros_tensorflow.tf_free.samples import (
     as_labelled_samples,
     as_samples,
+    as_target_samples,
     check_output,
     check_validation_split,
     shape_of,
 )
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION, REGRESSION, resolve_task, task_of_loss
 from ros_tensorflow.with_tf.callbacks import StopOnDivergence
 from ros_tensorflow.with_tf.conversion import ConverterProcess, LiteRtServing
 from ros_tensorflow.with_tf.tf_context import TensorFlowContext
@@ -23,14 +25,36 @@ from ros_tensorflow.with_tf.tf_context import TensorFlowContext
 ARCHITECTURES = ("auto", "mlp", "cnn")
 
 
+TARGET_SCALE = "target_scale"  # a fresh regression model's last layer: fitted to each goal's targets
+
+
 def build_classifier(input_shape=10, output_dim=2, hidden_units=32, learning_rate=0.0, architecture="auto"):
-    """A fresh classifier for samples of input_shape (an int: input_dim), compiled (compile_classifier).
+    """build_model of a classifier."""
+    return build_model(input_shape, output_dim, hidden_units, learning_rate, architecture)
+
+
+def build_model(
+    input_shape=10,
+    output_dim=2,
+    hidden_units=32,
+    learning_rate=0.0,
+    architecture="auto",
+    task=CLASSIFICATION,
+    loss="mse",
+):
+    """A fresh model for samples of input_shape (an int: input_dim), compiled (compile_for).
+
+    classification: output_dim probabilities (a softmax). regression: output_dim values, a linear layer that
+    learns standardised values followed by TARGET_SCALE, a fixed (untrained) diagonal layer that multiplies them
+    by the targets' standard deviation and adds their mean: targets of any scale train as if of scale 1, and every
+    export answers in the user's units.
 
     mlp, the tutorial's: one hidden ReLU layer and a softmax output (samples of rank > 1 flattened first).
     cnn, for images (height, width, channels) of 16-128 px: three 3x3 convolutions (16, 32 and 64 filters, ReLU)
     each followed by 2x2 max pooling, global max pooling, then the same hidden layer and output. Global pooling
     finds an object wherever it is in the frame: with Flatten instead, 31 frames a class of a drawn shape on noise
-    were learnt by heart (training accuracy 1.0) and classified at chance live. auto: cnn for rank 3.
+    were learnt by heart (training accuracy 1.0) and classified at chance live. A regression cnn flattens instead:
+    global pooling forgets where things are, and steering from a camera is all about where. auto: cnn for rank 3.
     """
     shape = shape_of(input_shape)
     if architecture == "auto":
@@ -44,7 +68,8 @@ def build_classifier(input_shape=10, output_dim=2, hidden_units=32, learning_rat
                 keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
                 keras.layers.MaxPooling2D(),
             ]
-        features.append(keras.layers.GlobalMaxPooling2D())
+        # A class is what is in the frame, wherever it is; a value often depends on where (steer towards a line)
+        features.append(keras.layers.GlobalMaxPooling2D() if task == CLASSIFICATION else keras.layers.Flatten())
     elif architecture == "mlp":
         features = [keras.layers.Flatten()] if len(shape) > 1 else []
     else:
@@ -54,11 +79,40 @@ def build_classifier(input_shape=10, output_dim=2, hidden_units=32, learning_rat
             keras.Input(shape=shape),
             *features,
             keras.layers.Dense(hidden_units, activation="relu"),
-            keras.layers.Dense(output_dim, activation="softmax"),
+            *_output_layers(task, output_dim),
         ]
     )
-    compile_classifier(model, learning_rate, "adam" if architecture == "cnn" else "sgd")
+    compile_for(model, task, learning_rate, "adam" if architecture == "cnn" or task == REGRESSION else "sgd", loss)
     return model
+
+
+def _output_layers(task, output_dim):
+    if task == CLASSIFICATION:
+        return [keras.layers.Dense(output_dim, activation="softmax")]
+    return [
+        keras.layers.Dense(output_dim, name="standardised_output"),
+        keras.layers.Dense(output_dim, kernel_initializer="identity", trainable=False, name=TARGET_SCALE),
+    ]
+
+
+def fit_target_scale(model, y):
+    """Fit a regression model's TARGET_SCALE to targets y (its mean and standard deviation per output). Once fitted,
+    the layer before it changes to match: a trained model computes the same function as before, now scaled for y; a
+    fresh one starts at the targets' mean."""
+    names = [layer.name for layer in model.layers]
+    if TARGET_SCALE not in names or names.index(TARGET_SCALE) == 0:
+        return  # a user's own regression model: its outputs are in its units already
+    scale_layer = model.layers[names.index(TARGET_SCALE)]
+    before = model.layers[names.index(TARGET_SCALE) - 1]
+    kernel, bias = before.get_weights()
+    old_scale, old_mean = scale_layer.get_weights()
+    old_std = np.diag(old_scale)
+    mean, std = y.mean(axis=0), y.std(axis=0)
+    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # a constant target: scale 1
+    if np.any(old_scale != np.eye(len(old_std))) or np.any(old_mean):  # fitted before: keep what it learnt
+        # out = (h W + b) s + m for the old (s, m) and the new: W' = W s / s', b' = (b s + m - m') / s'
+        before.set_weights([kernel * old_std / std, (bias * old_std + old_mean - mean) / std])
+    scale_layer.set_weights([np.diag(std).astype(np.float32), mean.astype(np.float32)])
 
 
 DEFAULT_LEARNING_RATES = {"sgd": 0.1, "adam": 0.003}
@@ -75,15 +129,31 @@ def keras_predictor(model, scope=contextlib.nullcontext):
     return predict
 
 
-def compile_classifier(model, learning_rate=0.0, optimizer="sgd"):
-    """Sparse categorical cross-entropy and accuracy, with SGD (the tutorial's MLP) or Adam (the cnn: SGD at 0.1
-    reached accuracy 1.0 at epochs 2-4, then fell back to 0.5); learning_rate 0: the optimizer's rate above."""
+def compile_for(model, task, learning_rate=0.0, optimizer="sgd", loss="mse"):
+    """classification: sparse categorical cross-entropy and accuracy, with SGD (the tutorial's MLP) or Adam (the
+    cnn: SGD at 0.1 reached accuracy 1.0 at epochs 2-4, then fell back to 0.5). regression: loss (mse, mae or huber)
+    and MAE, with Adam, whose steps do not grow with the loss's scale; learning_rate 0: the optimizer's rate above."""
     rate = learning_rate or DEFAULT_LEARNING_RATES[optimizer]
     model.compile(
         optimizer=keras.optimizers.SGD(rate) if optimizer == "sgd" else keras.optimizers.Adam(rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        loss="sparse_categorical_crossentropy" if task == CLASSIFICATION else loss,
+        metrics=["accuracy"] if task == CLASSIFICATION else ["mae"],
     )
+
+
+def task_of_model(model):
+    """The task a Keras model says it has: its compiled loss's, else a softmax or sigmoid output's
+    (classification); None when it does not say (an uncompiled linear output: logits, or values)."""
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        loss = model.loss
+        name = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", str(loss))
+        found = task_of_loss(name)
+        if found:
+            return found
+    activation = getattr(model.layers[-1], "activation", None) if model.layers else None
+    if getattr(activation, "__name__", "") in ("softmax", "sigmoid"):
+        return CLASSIFICATION
+    return None
 
 
 class NotTrainableError(RuntimeError):
@@ -142,23 +212,28 @@ class ModelWrapper:
         serving_backend="tensorflow",
         converter=None,
         log=None,
+        task="",
+        loss="mse",
     ):
-        """serving_backend litert: converter (a ConverterProcess, one per node) makes each commit's TFLite model."""
+        """serving_backend litert: converter (a ConverterProcess, one per node) makes each commit's TFLite model.
+        task: a fresh model's ('': classification); a model given is its own task (task_of_model), else task
+        (TaskError if they differ). loss: a fresh regression model's."""
         if not tf.executing_eagerly():
             raise RuntimeError("Keras 3 needs eager execution; do not call tf.compat.v1.disable_eager_execution()")
         self.context = TensorFlowContext()
         self.trainable = trainable
         self.trace_count = 0
+        self.task = resolve_task(task, task_of_model(model) if model is not None else None)
         with self.context.scope():
-            self.model = model or build_classifier(
-                input_shape or input_dim, output_dim, hidden_units, learning_rate, architecture
+            self.model = model or build_model(
+                input_shape or input_dim, output_dim, hidden_units, learning_rate, architecture, self.task, loss
             )
             # Plain attributes: Keras's shape properties cost a microsecond a read, on every prediction.
             self.input_shape = tuple(int(size) for size in self.model.inputs[0].shape[1:])
             self.input_dim = math.prod(self.input_shape)  # values per sample
             self.output_dim = int(self.model.outputs[0].shape[-1])
             if trainable and not self.model.compiled:
-                compile_classifier(self.model, learning_rate)
+                compile_for(self.model, self.task, learning_rate, "sgd" if self.task == CLASSIFICATION else "adam")
             serving_models = [keras.models.clone_model(self.model) for _ in range(2)] if trainable else [self.model]
             self._copies = [_ServingCopy(m, self.input_shape, self._count_trace) for m in serving_models]
         self._active = 0
@@ -249,7 +324,7 @@ class ModelWrapper:
         """
         if not self.trainable:
             raise NotTrainableError("the model was loaded from a SavedModel and is served for prediction only")
-        x, y = as_labelled_samples(x, y, self.input_shape, self.output_dim)
+        x, y = self.checked_samples(x, y)
         check_validation_split(len(x), validation_split)
         order = np.random.default_rng().permutation(len(x))
         n_train = int(np.floor(len(x) * (1.0 - validation_split))) if validation_split > 0 else len(x)
@@ -261,6 +336,8 @@ class ModelWrapper:
         with self._train_lock, self.context.scope():
             before = self.model.get_weights(), [v.numpy() for v in self.model.optimizer.variables]
             self._before_training, version_before = before, self.version
+            if self.task == REGRESSION:
+                fit_target_scale(self.model, y[order][:n_train])
             failed = True
             try:
                 history = self.model.fit(
@@ -283,6 +360,12 @@ class ModelWrapper:
         if divergence.reason:
             raise TrainingDiverged(divergence.reason)
         return history
+
+    def checked_samples(self, x, y, max_samples=0):
+        """(x, y) as this model trains on them: labels for a classifier, targets for a regression model."""
+        if self.task == CLASSIFICATION:
+            return as_labelled_samples(x, y, self.input_shape, self.output_dim, max_samples)
+        return as_target_samples(x, y, self.input_shape, self.output_dim, max_samples)
 
     def trained_predictor(self):
         """predict(x) of the model as trained (train(serve=False) has not committed it)."""

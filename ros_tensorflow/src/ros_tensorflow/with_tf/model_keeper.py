@@ -23,12 +23,13 @@ from ros_tensorflow.tf_free.files import (
     save_model_info,
     tflite_path,
 )
-from ros_tensorflow.tf_free.samples import probabilities_error, probe_samples
+from ros_tensorflow.tf_free.samples import probe_samples, task_of_output
 from ros_tensorflow.tf_free.settings import Settings
 from ros_tensorflow.tf_free.signing import load_signature, model_fields, save_signature
+from ros_tensorflow.tf_free.tasks import METRICS, TaskError, resolve_task
 from ros_tensorflow.tf_free.versions import Versions
 from ros_tensorflow.with_tf.conversion import ConversionError, ConverterProcess
-from ros_tensorflow.with_tf.model import ModelWrapper, keras_predictor
+from ros_tensorflow.with_tf.model import ModelWrapper, keras_predictor, task_of_model
 from ros_tensorflow.with_tf.persistence import (
     ModelFileError,
     backup_path,
@@ -47,13 +48,14 @@ class ModelBusyError(RuntimeError):
 @dataclasses.dataclass
 class ExportedModel:
     """A model as it travels to serving nodes: its .tflite flatbuffer, sizes, class names, and its info (version,
-    stamp, source, sha256 and the metrics it was trained to)."""
+    stamp, source, sha256, task and the metrics it was trained to)."""
 
     flatbuffer: bytes
     input_shape: tuple
     output_dim: int
     class_names: list
     info: dict
+    task: str = "classification"
     signature: str = ""  # with a signer (~signing_key): signed_payload's signature, its key and sequence
     key_id: str = ""
     sequence: int = 0
@@ -148,17 +150,27 @@ class ModelKeeper:
             )
 
     def _load(self, path):
-        """A ModelWrapper of the model file at path; ModelFileError if it cannot be used."""
+        """A ModelWrapper of the model file at path; ModelFileError if it cannot be used, TaskError if it is not of
+        ~task (a setting to correct, not a file to fall back from)."""
         model, trainable = load_model(path)
+        # Its own task: its loss or output layer's, else the one saved beside it (a SavedModel has neither)
+        own = task_of_model(model) or load_model_info(path).get("task")
+        task = resolve_task(self._fresh_model.get("task", ""), own, f"the model {path}")
         try:
-            wrapper = self._wrapper(model, trainable=trainable, learning_rate=self._fresh_model["learning_rate"])
+            wrapper = self._wrapper(
+                model, trainable=trainable, learning_rate=self._fresh_model["learning_rate"], task=task
+            )
+        except TaskError:
+            raise
         except Exception as error:  # noqa: BLE001 - e.g. a model Keras cannot clone: fall back, do not crash
             raise ModelFileError(f"cannot use the model {path}: {error}") from error
-        # On the model itself: not counted as predictions served
-        not_probabilities = probabilities_error(wrapper.trained_predictor()(probe_samples(wrapper.input_shape)))
-        if not_probabilities:
+        try:  # on the model itself: not counted as predictions served
+            wrapper.task = task_of_output(
+                wrapper.task, wrapper.output_dim, wrapper.trained_predictor()(probe_samples(wrapper.input_shape))
+            )
+        except ValueError as error:
             wrapper.close()
-            raise ModelFileError(f"cannot use the model {path}: {not_probabilities}")
+            raise ModelFileError(f"cannot use the model {path}: {error}") from None
         try:
             wrapper.class_names = load_class_names(path)
         except ModelFileError as error:  # the names are auxiliary: a bad byte must not cost a good model
@@ -173,6 +185,13 @@ class ModelKeeper:
                 path,
             )
         return wrapper
+
+    def _load_instead(self, path):
+        """_load of a model to replace the one in use: one of another task than ~task is a ModelFileError too."""
+        try:
+            return self._load(path)
+        except TaskError as error:
+            raise ModelFileError(f"cannot use the model {path}: {error}") from None
 
     def _warn_of_sizes_overruled(self, wrapper, path):
         """The sizes a user set (not the defaults) that the loaded model does not have: the model's win."""
@@ -280,8 +299,10 @@ class ModelKeeper:
                 except ConversionError as error:
                     raise ModelFileError(f"cannot convert the model to TFLite: {error}") from error
             path = export_tflite(flatbuffer, self.path)
-            info = {name: float(metrics.get(name, math.nan)) for name in ("loss", "acc", "val_loss", "val_acc")}
-            info.update(version=version, stamp=time.time(), source=self.name, quantization=quantization)
+            info = {name: float(metrics.get(name, math.nan)) for name in METRICS}
+            info.update(
+                version=version, stamp=time.time(), source=self.name, quantization=quantization, task=wrapper.task
+            )
             info["sha256"] = hashlib.sha256(flatbuffer).hexdigest()
             save_model_info(info, self.path)
         except ModelFileError as error:
@@ -322,7 +343,9 @@ class ModelKeeper:
             )
 
     def _announce(self, flatbuffer, wrapper, info):
-        exported = ExportedModel(flatbuffer, wrapper.input_shape, wrapper.output_dim, wrapper.class_names, info)
+        exported = ExportedModel(
+            flatbuffer, wrapper.input_shape, wrapper.output_dim, wrapper.class_names, info, wrapper.task
+        )
         if self.signer:
             self._sign(exported)
         self.exported = exported
@@ -343,6 +366,7 @@ class ModelKeeper:
                 exported.output_dim,
                 exported.class_names,
                 info["source"],
+                exported.task,
             )
             exported.signature, exported.key_id = self.signer.sign(fields), self.signer.key_id
             exported.sequence = self._sequence
@@ -414,7 +438,7 @@ class ModelKeeper:
         training runs."""
         with self._exclusive("a training runs: activate a version once it ends"):
             model_file = self._kept_model_file(number)
-            wrapper = self._load(str(model_file))
+            wrapper = self._load_instead(str(model_file))
             wrapper.version = number
             tflite, info = self.versions.folder(number) / "model.tflite", load_model_info(model_file)
             flatbuffer = tflite.read_bytes() if tflite.is_file() and info.get("version") == number else None
@@ -446,7 +470,7 @@ class ModelKeeper:
         """Load path again and switch predictions to it at once; the current model stays if it cannot be used."""
         with self._exclusive("a training runs: reload once it ends"):
             try:
-                wrapper = self._load(self.path)
+                wrapper = self._load_instead(self.path)
             except ModelFileError as error:
                 self._log.warning("reload failed: %s; the current model stays", error)
                 raise

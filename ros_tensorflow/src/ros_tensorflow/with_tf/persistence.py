@@ -9,7 +9,6 @@ import zipfile
 import keras
 
 from ros_tensorflow.tf_free.files import ModelFileError, replace_atomically, tflite_path, unusable_path, write_file
-from ros_tensorflow.tf_free.samples import NOT_A_CLASSIFIER
 
 __all__ = ["ModelFileError", "backup_path", "export_tflite", "file_digest", "load_model", "save_model"]
 
@@ -90,7 +89,7 @@ def load_model(path):
         raise ModelFileError(f"cannot load the model {path}: a corrupt zip archive ({error})") from error
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
         raise ModelFileError(f"cannot load the model {path}: {error}") from error
-    check_classifier_shape(model, path)
+    check_model_shape(model, path)
     return model, True
 
 
@@ -141,28 +140,18 @@ def _saved_model_for_prediction(path):
             raise ModelFileError(f"{path}: the serving_default signature has {len(outputs)} outputs, expected one")
         outputs = next(iter(outputs.values()))
     model = keras.Model(inputs, outputs)
-    check_classifier_shape(model, path)
+    check_model_shape(model, path)
     return model
 
 
-def check_classifier_shape(model, path):
-    """The node feeds (k, *sample shape) and reads (k, classes) of a classifier: refuse anything else clearly."""
+def check_model_shape(model, path):
+    """The node feeds (k, *sample shape) and reads (k, outputs): refuse anything else clearly. What the outputs
+    mean (ModelWrapper's task) is checked by the keeper."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelFileError(f"{path}: expected a model with one input and one output")
     in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
     if len(in_shape) < 2 or None in in_shape[1:] or len(out_shape) != 2 or out_shape[1] is None:
         raise ModelFileError(
-            f"{path}: expected input (k, *sample shape), every size known, and output (k, classes),"
+            f"{path}: expected input (k, *sample shape), every size known, and output (k, outputs),"
             f" got {in_shape} -> {out_shape}"
-        )
-    if out_shape[1] < 2:
-        raise ModelFileError(f"{path}: {NOT_A_CLASSIFIER}")
-    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
-    if loss is None:  # uncompiled: the node compiles it as a classifier
-        return
-    loss_name = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", str(loss))
-    if "crossentropy" not in str(loss_name).lower():
-        raise ModelFileError(
-            f"{path}: compiled with the loss {loss_name!r}, a regression loss. The node serves and trains"
-            " classifiers only (sparse categorical cross-entropy on class labels)"
         )

@@ -11,9 +11,11 @@ import math
 import numpy as np
 
 from ros_tensorflow.tf_free.datasets import Datasets
-from ros_tensorflow.tf_free.evaluation import class_names_for, evaluate
+from ros_tensorflow.tf_free.evaluation import class_names_for, evaluate, evaluate_regression
 from ros_tensorflow.tf_free.samples import check_validation_split
+from ros_tensorflow.tf_free.tasks import REGRESSION
 from ros_tensorflow.with_tf.callbacks import (
+    METRIC_KEYS,
     BatchProgressReporter,
     CancelOnRequest,
     EpochEndReporter,
@@ -50,7 +52,7 @@ class TrainingRequest:
 
 
 def _no_metrics():
-    return {"loss": math.nan, "acc": math.nan, "val_loss": math.nan, "val_acc": math.nan}
+    return dict.fromkeys(METRIC_KEYS, math.nan)
 
 
 @dataclasses.dataclass
@@ -140,20 +142,30 @@ class Trainer:
             settings.input_scale,
             settings.max_image_pixels,
             settings.seed,
+            wrapper.task,
         )
         x, y = datasets.load(name)
         return x, y, datasets.class_names
 
     def _promotes(self, wrapper, compare_on, outcome):
-        """~promote if_better: whether the trained model's accuracy is at least the served one's on the same
-        samples (both measured now); outcome.message says both."""
+        """~promote if_better: whether the trained model's accuracy is at least the served one's (a regression
+        model's MAE at most the served one's) on the same samples (both measured now); outcome.message says both."""
         x, y, what = compare_on or (*wrapper.validation_data, "the goal's validation split")
-        names = class_names_for([], wrapper.output_dim)
-        trained = evaluate(wrapper.trained_predictor(), x, y, names).accuracy
-        served = evaluate(wrapper.served_predictor(), x, y, names).accuracy
-        better = trained >= served
+        if wrapper.task == REGRESSION:
+            metric, trained, served = (
+                "MAE",
+                *(evaluate_regression(p, x, y).mae for p in (wrapper.trained_predictor(), wrapper.served_predictor())),
+            )
+            better = trained <= served
+        else:
+            names = class_names_for([], wrapper.output_dim)
+            metric, trained, served = (
+                "accuracy",
+                *(evaluate(p, x, y, names).accuracy for p in (wrapper.trained_predictor(), wrapper.served_predictor())),
+            )
+            better = trained >= served
         outcome.message += (
-            f"; {'promoted' if better else 'not promoted'}: accuracy {trained:.4f} against the served model's"
+            f"; {'promoted' if better else 'not promoted'}: {metric} {trained:.4f} against the served model's"
             f" {served:.4f} on {len(x)} samples of {what}"
         )
         if compare_on is None:
@@ -222,6 +234,7 @@ class Trainer:
                     f" ({best.best:.4g})"
                 )
         meta = {"dataset": request.dataset or settings.dataset, "samples": len(x), "epochs": epochs.epochs_completed}
+        meta["task"] = wrapper.task
         if settings.promote == "if_better":  # nothing trained was served yet
             if cancel.cancelled:
                 wrapper.discard()
