@@ -23,11 +23,11 @@ import rospy
 import tensorflow as tf
 from actionlib_msgs.msg import GoalStatus
 from bench_common import SAMPLE, TopicProbe, camera_frame, on_one_core, p50_ms, percentiles_ms, row, timed
+from regression_bench import regression_rows
 from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, stop_process_group, wait_for
 from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateGoal, Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
-from regression_bench import regression_rows
 from serving_bench import serving_rows
 from std_msgs.msg import Float64MultiArray
 

@@ -6,10 +6,18 @@ import json
 import keras
 import numpy as np
 import pytest
+import rosbag
+from geometry_msgs.msg import Twist
+from ros_tensorflow_msgs.msg import ImageSample, Sample
+from sensor_msgs.msg import Image, Joy
 from sklearn.metrics import mean_absolute_error, r2_score
+from std_msgs.msg import Float32, Float64MultiArray
+from test_training import make_trainer
 
+from ros_tensorflow.tf_free.commands import check_fields, field_values, fill_twist
 from ros_tensorflow.tf_free.datasets import DatasetError, Datasets, make_synthetic_regression
 from ros_tensorflow.tf_free.evaluation import evaluate_regression, write_report
+from ros_tensorflow.tf_free.plots import curves_figure
 from ros_tensorflow.tf_free.sample_store import SampleStore
 from ros_tensorflow.tf_free.samples import as_target_samples, output_rows
 from ros_tensorflow.tf_free.settings import Settings
@@ -20,6 +28,7 @@ from ros_tensorflow.with_tf.conversion import to_tflite
 from ros_tensorflow.with_tf.model import ModelWrapper, build_model, fit_target_scale, task_of_model
 from ros_tensorflow.with_tf.model_keeper import ModelKeeper
 from ros_tensorflow.with_tf.persistence import ModelFileError
+from ros_tensorflow.with_tf.training import SUCCEEDED, TrainingRequest
 
 REGRESSION = Settings().replace(task="regression", output_dim=2).fresh_model()
 
@@ -148,9 +157,14 @@ def test_a_regression_model_is_kept_reloaded_and_a_contradicting_task_stops_the_
     assert classifier.wrapper.task == "classification"  # the current model stays
 
 
+@pytest.fixture(scope="module")
+def regressor_in_hundreds():
+    return trained_regressor(scale=100.0, offset=1000.0)
+
+
 @pytest.mark.parametrize("quantization", ["none", "float16", "dynamic", "int8"])
-def test_every_export_serves_values_in_the_users_units_without_tensorflow(quantization):
-    wrapper, x, y = trained_regressor(scale=100.0, offset=1000.0)
+def test_every_export_serves_values_in_the_users_units_without_tensorflow(quantization, regressor_in_hundreds):
+    wrapper, x, y = regressor_in_hundreds
     flatbuffer = to_tflite(wrapper.model, quantization, representative=x[:300].astype(np.float32))
     served = TfliteModel(flatbuffer, task="regression")
     predicted, keras_predicted = served.predict_samples(x[800:]), wrapper.predict(x[800:])
@@ -174,7 +188,8 @@ def test_the_task_is_signed_for_regression_and_a_classifiers_signature_is_unchan
     classifier = model_fields(1, 1, "ab", [10], 2, [], "/t", "classification")
     assert classifier == model_fields(1, 1, "ab", [10], 2, [], "/t")  # signatures made before tasks hold
     regressor = model_fields(1, 1, "ab", [10], 2, [], "/t", "regression")
-    assert signed_payload(regressor) != signed_payload(classifier) and b'"task":"regression"' in signed_payload(regressor)
+    assert signed_payload(regressor) != signed_payload(classifier)
+    assert b'"task":"regression"' in signed_payload(regressor)
 
 
 @pytest.mark.parametrize("outputs, loss", [(1, None), (3, "mse"), (3, keras.losses.MeanAbsoluteError()), (2, "huber")])
@@ -192,3 +207,63 @@ def test_a_users_regression_model_brings_its_task_or_is_refused_until_task_says_
         keeper = ModelKeeper(tmp_path / "model.keras", Settings().fresh_model())
     assert keeper.source == str(tmp_path / "model.keras") and keeper.wrapper.task == "regression"
     assert keeper.wrapper.output_dim == outputs
+
+
+def test_the_gate_compares_mae_and_a_worse_regression_model_is_kept_unserved(tmp_path):
+    x, y = make_synthetic_regression(300, 10, 1, seed=2)
+    np.savez(tmp_path / "good.npz", x=x, y=y)
+    np.savez(tmp_path / "bad.npz", x=x, y=-y)  # the opposite of the truth: worse on good.npz
+    trainer, settings = make_trainer(
+        tmp_path, task="regression", output_dim=1, promote="if_better", eval_dataset="good.npz"
+    )
+    first = trainer.run(TrainingRequest(epochs=20, dataset="good.npz"), settings)
+    assert first.state == SUCCEEDED and first.promoted and "promoted: MAE" in first.message, first.message
+    served = trainer.keeper.wrapper.served_predictor()(x[:5])
+    second = trainer.run(TrainingRequest(epochs=20, dataset="bad.npz"), settings)
+    assert second.state == SUCCEEDED and not second.promoted, second.message
+    assert "not promoted: MAE" in second.message and "against the served model's" in second.message
+    np.testing.assert_allclose(trainer.keeper.wrapper.served_predictor()(x[:5]), served)
+
+
+def test_bags_of_samples_and_image_samples_with_targets_train_a_regression_model(tmp_path):
+    x, y = make_synthetic_regression(6, 4, 2, seed=1)
+    with rosbag.Bag(str(tmp_path / "s.bag"), "w") as bag:
+        bag.write("/samples", Sample(data=x[:3].ravel().tolist(), targets=y[:3].ravel().tolist()))
+        bag.write("/samples", Sample(data=x[3:].ravel().tolist(), targets=y[3:].ravel().tolist()))
+    loaded_x, loaded_y = Datasets(tmp_path, 4, 2, bag_topic="/samples", task="regression").load("s.bag")
+    np.testing.assert_allclose(loaded_y, y)
+    with pytest.raises(DatasetError, match="Sample 0 on /samples: it has targets but the model is a classification"):
+        Datasets(tmp_path, 4, 2, bag_topic="/samples").load("s.bag")
+    pixels = np.full((8, 8, 3), 200, np.uint8)
+    image = Image(height=8, width=8, encoding="rgb8", step=24, data=pixels.tobytes())
+    with rosbag.Bag(str(tmp_path / "i.bag"), "w") as bag:
+        for value in (0.5, -0.25):
+            bag.write("/frames", ImageSample(image=image, targets=[value]))
+    _, targets = Datasets(tmp_path, (8, 8, 3), 1, bag_topic="/frames", task="regression").load("i.bag")
+    np.testing.assert_allclose(targets, [[0.5], [-0.25]])
+
+
+def test_targets_come_from_the_fields_of_teleop_and_joystick_messages():
+    twist = Twist()
+    twist.linear.x, twist.angular.z = 0.4, -0.2
+    assert field_values(twist, "geometry_msgs/Twist", ["linear.x", "angular.z"]) == [0.4, -0.2]
+    assert field_values(twist, "geometry_msgs/Twist", []) == [0.4, 0.0, 0.0, 0.0, 0.0, -0.2]
+    assert field_values(Joy(axes=[0.1, 0.7]), "sensor_msgs/Joy", ["axes.1"]) == pytest.approx([0.7])
+    assert field_values(Float32(data=2.5), "std_msgs/Float32", []) == [2.5]
+    assert field_values(Float64MultiArray(data=[1, 2, 3]), "std_msgs/Float64MultiArray", []) == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="axes.3 is beyond the message's 2 values"):
+        field_values(Joy(axes=[0.1, 0.7]), "sensor_msgs/Joy", ["axes.3"])
+    with pytest.raises(ValueError, match="'angular.w' is not a field of geometry_msgs/Twist"):
+        check_fields("geometry_msgs/Twist", ["angular.w"], "~target_fields")
+    with pytest.raises(ValueError, match="the type sensor_msgs/Image is none of"):
+        check_fields("sensor_msgs/Image", [], "~target_fields")
+    driven = fill_twist(twist, ["angular.z"], [0.3])
+    assert (driven.linear.x, driven.angular.z) == (0.0, 0.3)  # every other field 0: nothing stale
+
+
+def test_the_training_curves_of_a_regression_model_show_mae():
+    nan = float("nan")
+    history = [{"loss": 2.0 / (i + 1), "acc": nan, "val_loss": nan, "val_acc": nan, "mae": 1.0 / (i + 1),
+                "val_mae": nan} for i in range(3)]  # fmt: skip
+    titles = [axes.get_title() for axes in curves_figure(history, 2).axes]
+    assert titles == ["loss", "MAE"]

@@ -192,7 +192,7 @@ def test_bad_models_on_the_topic_are_refused_counted_and_the_served_model_stays(
         if i == 4:
             assert "version 10 from /tests: it says input_shape [12]" in values["last_refusal"]
         if i == 5:  # judged as the training node judges it
-            assert "the node cannot serve it: one output value per sample: a regression" in values["last_refusal"]
+            assert "the node cannot serve it: one output value per sample: a classifier needs" in values["last_refusal"]
     assert (
         "version 12 from /tests: the node cannot serve it: its outputs are not class probabilities"
         in (values["last_refusal"])

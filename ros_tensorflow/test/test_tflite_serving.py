@@ -80,7 +80,10 @@ def test_an_accepted_model_is_served_and_saved_and_a_restart_serves_it(tmp_path)
         ({"format": "onnx"}, "format 'onnx', expected 'tflite'"),
         ({"data": b"\x00" * 64}, "LiteRT cannot load it"),
         ({"data": "two outputs"}, "the node cannot serve it: expected one input and one output, got 1 and 2"),
-        ({"data": "regression"}, "the node cannot serve it: one output value per sample: a classifier needs one output per class"),
+        (
+            {"data": "regression"},
+            "the node cannot serve it: one output value per sample: a classifier needs one output",
+        ),
         ({"data": "sigmoid"}, "the node cannot serve it: one output value per sample"),
         ({"data": "logits"}, "the node cannot serve it: its outputs are not class probabilities"),
         ({"output_dim": 3}, "it says input_shape [10] and output_dim 3"),

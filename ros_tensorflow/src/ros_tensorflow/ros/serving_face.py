@@ -10,10 +10,10 @@ import warnings
 
 import numpy as np
 import rospy
+from geometry_msgs.msg import Twist
 from ros_tensorflow_msgs.msg import Prediction
 from ros_tensorflow_msgs.srv import Predict, PredictImage, PredictImageResponse, PredictRequest, PredictResponse
 from rospy.numpy_msg import numpy_msg
-from geometry_msgs.msg import Twist
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 

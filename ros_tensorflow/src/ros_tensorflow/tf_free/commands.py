@@ -11,7 +11,11 @@ TARGET_TYPES = {  # what ~target_topic may carry, and the values a message of it
     "std_msgs/Float64MultiArray": None,
     "sensor_msgs/Joy": None,
 }
-_SEQUENCE_FIELD = {"std_msgs/Float32MultiArray": "data", "std_msgs/Float64MultiArray": "data", "sensor_msgs/Joy": "axes"}
+_SEQUENCE_FIELD = {  # the array a message's values are in
+    "std_msgs/Float32MultiArray": "data",
+    "std_msgs/Float64MultiArray": "data",
+    "sensor_msgs/Joy": "axes",
+}
 COMMAND_TYPES = ("geometry_msgs/Twist", "std_msgs/Float64MultiArray")
 
 

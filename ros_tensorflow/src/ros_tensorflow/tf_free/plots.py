@@ -50,7 +50,8 @@ def predicted_vs_true_figure(predicted, true, output_mae, title=""):
 
 def curves_figure(history, version=0, best_epoch=-1):
     """Loss and accuracy (a regression model's: MAE) per epoch, training and validation (history: one dict of
-    metric fields per epoch), the epoch whose weights were kept marked (best_epoch; -1: the last), under a title naming the version."""
+    metric fields per epoch), the epoch whose weights were kept marked (best_epoch; -1: the last), under a title
+    naming the version."""
     figure = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
     figure.suptitle(f"version {version}" if version else "a model that is no version (not saved)")
     epochs = np.arange(len(history))

@@ -215,7 +215,8 @@ class Settings:
         unknown = [field for field in self.command_fields if field not in TWIST_FIELDS]
         if self.command_type == "geometry_msgs/Twist" and unknown:
             raise ValueError(
-                f"parameter {name_of('command_fields')}: {unknown} are not Twist fields (fields: {', '.join(TWIST_FIELDS)})"
+                f"parameter {name_of('command_fields')}: {unknown} are not Twist fields"
+                f" (fields: {', '.join(TWIST_FIELDS)})"
             )
         if getattr(self, "output_dim", 2) < 2 and self.task != "regression":
             raise ValueError(
