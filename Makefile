@@ -81,7 +81,7 @@ lint: .stamps/venv
 
 # The serving node's tests run it in .venv-serve, where TensorFlow cannot be imported. Test modules run on
 # TEST_WORKERS workers (pytest-xdist), a module's tests on one worker, each worker with a master of its own.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 test: build lint .stamps/venv-serve
 	$(IN_WORKSPACE) SERVE_PYTHON=$(SERVE_VENV)/bin/python $(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 \
 		ros_tensorflow/test

@@ -10,7 +10,7 @@ import numpy as np
 import rospy
 from actionlib_msgs.msg import GoalStatus
 from bench_common import SAMPLE, p50_ms, row, timed
-from ros_processes import LaunchedNode
+from ros_processes import Diagnostics, LaunchedNode
 from ros_tensorflow_msgs.msg import TrainAction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 
@@ -39,8 +39,11 @@ def regression_rows(n=3000, epochs=20, batch_size=32, rounds=5):
     try:
         client = actionlib.SimpleActionClient("/reg/train", TrainAction)
         assert client.wait_for_server(rospy.Duration(120)), "no /reg/train"
-        _train(client, TrainGoal(epochs=1, batch_size=batch_size))  # LiteRT serves the trained weights after
-        time.sleep(2)  # a commit's conversion: the classifier, untrained, is served by LiteRT from the start
+        _train(client, TrainGoal(epochs=1, batch_size=batch_size))
+        for ns in ("cls", "reg"):  # until LiteRT serves each node's weights (TensorFlow answers until then)
+            status = Diagnostics(f"/{ns}/ros_tensorflow: model", f"/{ns}/ros_tensorflow")
+            status.wait_until(lambda s: s["serving"].startswith("litert"), f"/{ns} served by LiteRT", 120)
+            status.sub.unregister()
         calls = {name: rospy.ServiceProxy(f"/{name}/predict", Predict, persistent=True) for name in ("cls", "reg")}
         for call in calls.values():
             timed(lambda call=call: call(SAMPLE), 300)
