@@ -17,6 +17,7 @@ import rospy
 
 from ros_tensorflow.ros.ros_node import read_settings
 from ros_tensorflow.tf_free.samples import classify
+from ros_tensorflow.tf_free.tasks import REGRESSION
 
 # What TensorFlow prints, before its log level applies, on a machine without a GPU: expected there.
 NO_GPU_MESSAGES = ("Could not find cuda drivers", "failed call to cuInit", "before absl::InitializeLog() is called")
@@ -56,7 +57,7 @@ def main_loop_demo(interface):
             last = now
             wrapper = interface.keeper.wrapper
             output = wrapper.predict(rng.random(wrapper.input_dim))
-            if wrapper.task == "regression":
+            if wrapper.task == REGRESSION:
                 rospy.loginfo("main loop: values %s", " ".join(f"{value:.4g}" for value in output[0]))
             else:
                 classes, confidences = classify(output)

@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image
 from ros_tensorflow.ros.serving_face import rgb_image
 from ros_tensorflow.tf_free.evaluation import class_names_for, evaluate, evaluate_regression, write_report
 from ros_tensorflow.tf_free.files import ModelFileError, new_run_folder
-from ros_tensorflow.tf_free.tasks import REGRESSION
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION, REGRESSION
 
 
 class EvaluationFace:
@@ -25,7 +25,7 @@ class EvaluationFace:
         self._reports_dir = f"{data_dir}/evaluations"
         self._picture_pubs = {
             task: rospy.Publisher(f"~evaluation/{topic}", Image, queue_size=1, latch=True)
-            for task, topic in (("classification", "confusion_matrix"), (REGRESSION, "predicted_vs_true"))
+            for task, topic in ((CLASSIFICATION, "confusion_matrix"), (REGRESSION, "predicted_vs_true"))
         }
         self._server = actionlib.SimpleActionServer(
             "evaluate", EvaluateAction, execute_cb=self._execute, auto_start=False

@@ -200,7 +200,7 @@ class ServingFace:
         header, frame = header_and_frame
         self._publish_prediction(prediction, header, rows, model)
         if self._commands:
-            self._commands.publish(rows[-1][2])
+            self._commands.publish(rows[0][2])
         if frame is not None:
             if prediction.classes:
                 name = prediction.labels[0] or f"class {prediction.classes[0]}"  # just filled in for this frame

@@ -49,7 +49,7 @@ def field_values(msg, msg_type, fields):
     values = []
     for field in fields:
         head, _, tail = field.partition(".")
-        if head in ("data", "axes") and tail:
+        if head in _SEQUENCE_FIELD.values() and tail:
             array = getattr(msg, head)
             if int(tail) >= len(array):
                 raise ValueError(f"{field} is beyond the message's {len(array)} values")

@@ -126,10 +126,10 @@ class Datasets:
         except Exception as error:  # noqa: BLE001 - any unreadable file must become one clear message
             raise DatasetError(f"dataset file {path} cannot be used: {error}") from error
 
-    def _checked(self, x, y, field=None):
+    def _checked(self, x, y):
         """(x, y) for the model: labels of a classifier, targets (n, output_dim) of a regression model."""
         if self.task == REGRESSION:
-            return as_target_samples(x, y, self.input_shape, self.output_dim, field=field or "targets")
+            return as_target_samples(x, y, self.input_shape, self.output_dim)
         return as_labelled_samples(x, y, self.input_shape, self.output_dim)
 
     def _resolve(self, name):

@@ -7,7 +7,8 @@ PARAMETERS; a test checks that the first three agree, and the .cfg files read it
 import dataclasses
 import math
 
-from ros_tensorflow.tf_free.commands import TWIST_FIELDS
+from ros_tensorflow.tf_free.commands import COMMAND_TYPES, TWIST_FIELDS
+from ros_tensorflow.tf_free.tasks import REGRESSION, REGRESSION_LOSSES, TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,11 +25,13 @@ PARAMETERS = {
     "input_dim": Parameter(10, "int > 0", "values per sample of a fresh model", node="train"),
     "task": Parameter(
         "",
-        "one of: '', classification, regression",
+        f"one of: '', {', '.join(TASKS)}",
         "a fresh model's ('': classification); a loaded model brings its own, and a different ~task is an error",
     ),
     "output_dim": Parameter(2, "int > 0", "classes (2 or more) or values (regression) of a fresh model", node="train"),
-    "loss": Parameter("mse", "one of: mse, mae, huber", "a fresh regression model's loss", node="train"),
+    "loss": Parameter(
+        "mse", f"one of: {', '.join(REGRESSION_LOSSES)}", "a fresh regression model's loss", node="train"
+    ),
     "hidden_units": Parameter(32, "int > 0", "units of a fresh model's hidden layer", node="train"),
     "input_shape": Parameter(
         [], "list of int > 0", "a fresh model's sample shape, e.g. [28, 28, 1]; []: [input_dim]; serving: a pin"
@@ -131,9 +134,7 @@ PARAMETERS = {
     "command_topic": Parameter(
         "", "str", "publish each ~image frame's prediction there as a command, e.g. /cmd_vel; '': off"
     ),
-    "command_type": Parameter(
-        "geometry_msgs/Twist", "one of: geometry_msgs/Twist, std_msgs/Float64MultiArray", "of ~command_topic"
-    ),
+    "command_type": Parameter(COMMAND_TYPES[0], f"one of: {', '.join(COMMAND_TYPES)}", "of ~command_topic"),
     "command_fields": Parameter(
         ["angular.z"], "list of str", "the Twist fields the outputs fill, in order; the others are 0"
     ),
@@ -213,12 +214,12 @@ class Settings:
             )
 
         unknown = [field for field in self.command_fields if field not in TWIST_FIELDS]
-        if self.command_type == "geometry_msgs/Twist" and unknown:
+        if self.command_type == COMMAND_TYPES[0] and unknown:
             raise ValueError(
                 f"parameter {name_of('command_fields')}: {unknown} are not Twist fields"
                 f" (fields: {', '.join(TWIST_FIELDS)})"
             )
-        if getattr(self, "output_dim", 2) < 2 and self.task != "regression":
+        if getattr(self, "output_dim", 2) < 2 and self.task != REGRESSION:
             raise ValueError(
                 f"parameter {name_of('output_dim')} must be > 1 for a classifier (one output per class), got"
                 f" {self.output_dim}: set {name_of('task')} regression for a model of one value"

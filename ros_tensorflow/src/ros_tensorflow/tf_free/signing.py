@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ros_tensorflow.tf_free.files import write_file
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION
 
 SIGNED_FIELDS = (
     "format",
@@ -43,7 +44,7 @@ def model_fields(version, sequence, sha256, input_shape, output_dim, class_names
     only where it is not a classifier's: what was signed before tasks stays valid, and a regression model cannot
     pass as a classifier, nor the other way round."""
     return {
-        **({"task": task} if task and task != "classification" else {}),
+        **({"task": task} if task and task != CLASSIFICATION else {}),
         "format": "tflite",
         "version": int(version),
         "sequence": int(sequence),

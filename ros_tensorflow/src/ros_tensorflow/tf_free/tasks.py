@@ -41,8 +41,3 @@ def resolve_task(wanted, found, what="the model"):
     if found and wanted and found != wanted:
         raise TaskError(f"~task is {wanted}, but {what} is a {found} model: set ~task to {found} or '' (the model's)")
     return found or wanted or CLASSIFICATION
-
-
-def metric_names(task):
-    """The two Train metrics (and their val_ twins) that a task fills; the others are NaN."""
-    return ("acc", "val_acc") if task == CLASSIFICATION else ("mae", "val_mae")

@@ -26,7 +26,7 @@ from ros_tensorflow.tf_free.files import (
 from ros_tensorflow.tf_free.samples import probe_samples, task_of_output
 from ros_tensorflow.tf_free.settings import Settings
 from ros_tensorflow.tf_free.signing import load_signature, model_fields, save_signature
-from ros_tensorflow.tf_free.tasks import METRICS, TaskError, resolve_task
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION, METRICS, TaskError, resolve_task
 from ros_tensorflow.tf_free.versions import Versions
 from ros_tensorflow.with_tf.conversion import ConversionError, ConverterProcess
 from ros_tensorflow.with_tf.model import ModelWrapper, keras_predictor, task_of_model
@@ -55,7 +55,7 @@ class ExportedModel:
     output_dim: int
     class_names: list
     info: dict
-    task: str = "classification"
+    task: str = CLASSIFICATION
     signature: str = ""  # with a signer (~signing_key): signed_payload's signature, its key and sequence
     key_id: str = ""
     sequence: int = 0
