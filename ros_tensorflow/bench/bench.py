@@ -22,6 +22,7 @@ import numpy as np
 import rospy
 import tensorflow as tf
 from actionlib_msgs.msg import GoalStatus
+from any_model_bench import any_model_rows
 from bench_common import SAMPLE, TopicProbe, camera_frame, on_one_core, p50_ms, percentiles_ms, row, timed
 from regression_bench import regression_rows
 from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, stop_process_group, wait_for
@@ -223,7 +224,7 @@ def camera_rows():
 
 def main(only):
     """only: ['serve'] (make bench ROWS=serve) measures the serving node's rows alone, ['evaluate'] the evaluate
-    action's, ['regression'] the regression rows."""
+    action's, ['regression'] the regression rows, ['any_model'] those of models a user brings."""
     RESULTS.mkdir(exist_ok=True)
     master = Master(tempfile.mkdtemp(prefix="bench_ros_home_"))
     helpers = {
@@ -252,6 +253,8 @@ def main(only):
             rows += serving_rows()
         if only in ([], ["regression"]):
             rows += regression_rows()
+        if only in ([], ["any_model"]):
+            rows += any_model_rows()
     finally:
         for helper in helpers.values():
             stop_process_group(helper)

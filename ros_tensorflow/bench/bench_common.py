@@ -55,6 +55,20 @@ def on_one_core(pids):
         pin(cpus)
 
 
+def alternating_p50s_ms(proxies, request, pids, n=3000):
+    """p50 of each persistent service proxy, called in turn on one core so that every one meets the same noise."""
+    times = {name: [] for name in proxies}
+    with on_one_core(pids):
+        for proxy in proxies.values():
+            timed(lambda proxy=proxy: proxy(request), 200)
+        for _ in range(n):
+            for name, proxy in proxies.items():
+                times[name] += timed(lambda proxy=proxy: proxy(request), 1)
+    for proxy in proxies.values():
+        proxy.close()
+    return {name: p50_ms(seconds) for name, seconds in times.items()}
+
+
 def cpu_seconds(pid):
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
@@ -71,10 +85,10 @@ class TopicProbe:
         self.pub = rospy.Publisher(input_topic, type(self.message), queue_size=100000)
         wait_for(lambda: self.pub.get_num_connections() and node_sends_to(self.sub, node=node), 30, output_topic)
 
-    def keeps_up(self, rate_hz, duration=1.0):
+    def keeps_up(self, rate_hz, duration=1.0, drain=5.0):
         """Sends for duration s at rate_hz, or as fast as this process can if slower.
 
-        Returns the rate achieved (msg/s) if every input came back out, else None.
+        Returns the rate achieved (msg/s) if every input came back out within drain s, else None.
         """
         self.received.clear()
         msg = self.message
@@ -89,7 +103,7 @@ class TopicProbe:
             time.sleep(0.001)
         achieved = n / (time.perf_counter() - start)
         try:
-            wait_for(lambda: len(self.received) >= n, 5, "all outputs")
+            wait_for(lambda: len(self.received) >= n, drain, "all outputs")
         except AssertionError:
             return None
         return achieved
@@ -106,6 +120,15 @@ class TopicProbe:
             if achieved < 0.9 * rate:
                 return best, True
         return best, True
+
+    def overloaded_rate(self, rate_hz, duration=2.0):
+        """(outputs/s, inputs/s sent) while sent more than the node can do: its own limit, not the sender's, as
+        long as the rate sent is above the rate out. None if an output is missing (the node's queue overflowed)."""
+        n = int(rate_hz * duration)
+        achieved = self.keeps_up(rate_hz, duration, drain=60.0)
+        if achieved is None:
+            return None
+        return (n - 1) / (self.received[n - 1] - self.received[0]), achieved
 
     def cpu_per_message(self, pid, rate_hz=1000, duration=5.0):
         """CPU seconds (user + system, all threads, from /proc) the process pid spends per message at rate_hz."""

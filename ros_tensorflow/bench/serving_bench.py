@@ -15,7 +15,7 @@ import numpy as np
 import roslib.packages
 import rospy
 import rosservice
-from bench_common import SAMPLE, TopicProbe, camera_frame, on_one_core, p50_ms, percentiles_ms, row, timed
+from bench_common import SAMPLE, TopicProbe, alternating_p50s_ms, camera_frame, p50_ms, percentiles_ms, row, timed
 from ros_processes import Diagnostics, node_pid, stop_process_group, wait_for
 from ros_tensorflow_msgs.msg import Model, Prediction
 from ros_tensorflow_msgs.srv import Predict
@@ -121,19 +121,11 @@ def predict_rows(work_dir, model_path):
         }
         pids = [os.getpid(), node_pid("/bench_serve/ros_tensorflow"), minimal.pid]
         pids += [node_pid(name) for name in ("/trivial_predict_server",)]
-        times = {name: [] for name in proxies}
-        with on_one_core(pids):
-            for proxy in proxies.values():
-                timed(lambda proxy=proxy: proxy(SAMPLE), 200)
-            for _ in range(3000):
-                for name, proxy in proxies.items():
-                    times[name] += timed(lambda proxy=proxy: proxy(SAMPLE), 1)
-        for proxy in proxies.values():
-            proxy.close()
+        p50s = alternating_p50s_ms(proxies, SAMPLE, pids)
     finally:
         stop_process_group(serving)
         stop_process_group(minimal)
-    ours, trivial, floor = (p50_ms(times[name]) for name in ("ours", "trivial", "minimal"))
+    ours, trivial, floor = (p50s[name] for name in ("ours", "trivial", "minimal"))
     return [
         row("serve", "serving node /predict p50 (on one core)", ours, "ms", floor, ours / floor,
             "<= 1.2 x minimal LiteRT service", ours / floor <= 1.2),

@@ -56,8 +56,10 @@ def main_loop_demo(interface):
         if loop_rate > 0 and now - last >= 1.0 / loop_rate:
             last = now
             wrapper = interface.keeper.wrapper
-            output = wrapper.predict(rng.random(wrapper.input_dim))
-            if wrapper.task == REGRESSION:
+            output = wrapper.predict(rng.random(wrapper.input_dim)) if wrapper.output_dim else None
+            if output is None:  # a detector or the like: it answers frames and tensors, not samples
+                pass
+            elif wrapper.task == REGRESSION:
                 rospy.loginfo("main loop: values %s", " ".join(f"{value:.4g}" for value in output[0]))
             else:
                 classes, confidences = classify(output)

@@ -3,9 +3,11 @@
 Unit tests need none of this: the master starts only when a test asks for it.
 """
 
+import os
+
 import pytest
 import rospy
-from ros_processes import LaunchedNode, Master, WaitTimeout
+from ros_processes import LaunchedNode, Master, ServingNode, WaitTimeout
 from ros_processes import wait_for as _wait_for
 
 
@@ -46,3 +48,23 @@ def launch_node(ros_master, tmp_path):
 def node(launch_node):
     """The node with its default parameters, and a train action client."""
     return launch_node()
+
+
+@pytest.fixture
+def serving(ros_master, tmp_path):
+    """Factory: serving(yaml="settings", **serve.launch args) -> ServingNode in /robot1 (or ns=...), ready."""
+    assert os.environ.get("SERVE_PYTHON"), "SERVE_PYTHON names the serving venv's python (make test sets it)"
+    started = []
+
+    def start(yaml="", **args):
+        if yaml:
+            (tmp_path / "serve.yaml").write_text(yaml)
+            args["config"] = tmp_path / "serve.yaml"
+        node = ServingNode(tmp_path, **args)
+        started.append(node)
+        node.wait_until_ready()
+        return node
+
+    yield start
+    for node in started:
+        node.stop()

@@ -12,7 +12,7 @@ import pytest
 import rospy
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
-from ros_processes import Diagnostics, ServingNode, node_pid, node_sends_to
+from ros_processes import Diagnostics, node_pid, node_sends_to
 from ros_tensorflow_msgs.msg import Model, Prediction, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from std_msgs.msg import Float64MultiArray
@@ -26,23 +26,6 @@ from ros_tensorflow.with_tf.model import build_classifier
 
 PROBE = make_synthetic(n_samples=6, seed=3)[0]
 SERVE_PYTHON = os.environ.get("SERVE_PYTHON", "")
-
-
-@pytest.fixture
-def serving(ros_master, tmp_path):
-    """Factory: serving(**serve.launch args) -> ServingNode in /robot1 (or ns=...), ready."""
-    assert SERVE_PYTHON, "SERVE_PYTHON names the serving venv's python (make test sets it)"
-    started = []
-
-    def start(**args):
-        node = ServingNode(tmp_path, **args)
-        started.append(node)
-        node.wait_until_ready()
-        return node
-
-    yield start
-    for node in started:
-        node.stop()
 
 
 def predict(x, service="/robot1/predict"):

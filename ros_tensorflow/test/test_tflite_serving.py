@@ -79,7 +79,7 @@ def test_an_accepted_model_is_served_and_saved_and_a_restart_serves_it(tmp_path)
         ({"sha256": "0" * 64}, "does not match its sha256"),
         ({"format": "onnx"}, "format 'onnx', expected 'tflite'"),
         ({"data": b"\x00" * 64}, "LiteRT cannot load it"),
-        ({"data": "two outputs"}, "the node cannot serve it: expected one input and one output, got 1 and 2"),
+        ({"data": "two outputs"}, "it says input_shape [10] and output_dim 2, its data takes [10] and gives 0"),
         (
             {"data": "regression"},
             "the node cannot serve it: one output value per sample: a classifier needs one output",

@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image
 from ros_tensorflow.ros.serving_face import rgb_image
 from ros_tensorflow.tf_free.evaluation import class_names_for, evaluate, evaluate_regression, write_report
 from ros_tensorflow.tf_free.files import ModelFileError, new_run_folder
-from ros_tensorflow.tf_free.tasks import CLASSIFICATION, REGRESSION
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION, REGRESSION, TRAINABLE_TASKS
 
 
 class EvaluationFace:
@@ -34,6 +34,8 @@ class EvaluationFace:
 
     def _execute(self, goal):
         wrapper, settings = self.keeper.wrapper, self._settings_of()
+        if wrapper.task not in TRAINABLE_TASKS:
+            return self._abort(f"the model from {self.keeper.source} is a {wrapper.task} model: served, not evaluated")
         dataset = goal.dataset or settings.dataset
         version = goal.version or wrapper.version
         if version == wrapper.version:

@@ -42,6 +42,7 @@ class RosInterface(NodeBase):
             self.settings.device,
             name=rospy.get_name(),
             versions_dir=f"{data_dir}/versions",
+            tensor_names=(self.settings.input_tensors, self.settings.output_tensors),
         )
         self.keeper.keep_versions = self.settings.keep_versions
         if self.settings.signing_key:

@@ -51,6 +51,8 @@ class ServeInterface(NodeBase):
         ]
         self.start(ServeNodeConfig, statuses, counters)
         model = self.keeper.model
+        if model is not None:
+            _log_card(model)
         rospy.loginfo(
             f"ros_tensorflow serving node ready: service {rospy.resolve_name('predict')}, model"
             f" {f'version {model.version} from {model.source}' if model else 'none yet'}, models from"
@@ -69,3 +71,8 @@ class ServeInterface(NodeBase):
         except ModelRefused:
             return  # counted and logged; the model served stays
         rospy.loginfo("serving model version %d from %s, saved to %s", model.version, model.source, self.keeper.path)
+        _log_card(model)
+
+
+def _log_card(model):
+    rospy.loginfo("the model served:\n  %s", "\n  ".join(model.card))

@@ -4,6 +4,7 @@ Both nodes use it: the training node with its Keras model, the serving node with
 model_of() for the model at every call (a swap replaces it whole) and settings_of() for the parameters in force.
 """
 
+import math
 import threading
 import time
 import warnings
@@ -11,17 +12,37 @@ import warnings
 import numpy as np
 import rospy
 from geometry_msgs.msg import Twist
-from ros_tensorflow_msgs.msg import Prediction
-from ros_tensorflow_msgs.srv import Predict, PredictImage, PredictImageResponse, PredictRequest, PredictResponse
+from ros_tensorflow_msgs.msg import Detection, Detections, Prediction, Tensor
+from ros_tensorflow_msgs.srv import (
+    Predict,
+    PredictImage,
+    PredictImageResponse,
+    PredictRequest,
+    PredictResponse,
+    PredictTensors,
+    PredictTensorsRequest,
+    PredictTensorsResponse,
+)
 from rospy.numpy_msg import numpy_msg
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 
+from ros_tensorflow.tf_free.any_model import VISION_TASKS, feeds
 from ros_tensorflow.tf_free.commands import fill_twist
 from ros_tensorflow.tf_free.images import ImageError, annotated, decode_message, image_sample, pixel_limit
-from ros_tensorflow.tf_free.samples import as_samples, output_rows, request_limit
+from ros_tensorflow.tf_free.samples import as_samples, output_rows, request_limit, shape_of
 from ros_tensorflow.tf_free.status import Counters
 from ros_tensorflow.tf_free.streaming import MicroBatcher
+from ros_tensorflow.tf_free.tasks import DETECTION
+from ros_tensorflow.tf_free.vision import (
+    Preprocessing,
+    check_preprocessing,
+    class_mask,
+    detections,
+    draw_detections,
+    overlay_mask,
+    prepare,
+)
 
 IMAGE_BUFFER_BYTES = 2**26  # rospy's read buffer: a few 4K RGB frames at a time
 NO_MODEL = "no model to serve yet"
@@ -47,6 +68,29 @@ class _NumpyPredict:
 
     _type, _md5sum = Predict._type, Predict._md5sum
     _request_class, _response_class = numpy_msg(PredictRequest), PredictResponse
+
+
+class _NumpyPredictTensors:
+    """PredictTensors, its request's tensors read as numpy arrays (an image of 300 x 300 x 3 is 270,000 values)."""
+
+    _type, _md5sum = PredictTensors._type, PredictTensors._md5sum
+    _request_class, _response_class = numpy_msg(PredictTensorsRequest), PredictTensorsResponse
+
+
+def frames_model(model):
+    """Whether model answers frames with detections or a mask (any_model.AnyModel), not with prediction rows."""
+    return model.task in VISION_TASKS
+
+
+def mono8_image(mask, header):
+    return Image(
+        header=header,
+        height=mask.shape[0],
+        width=mask.shape[1],
+        encoding="mono8",
+        step=mask.shape[1],
+        data=np.ascontiguousarray(mask, np.uint8).tobytes(),
+    )
 
 
 def fill_prediction(message, rows, class_names, model_version):
@@ -83,6 +127,8 @@ class ServingFace:
         settings = settings_of()
         self._prediction_pub = _publisher("~prediction", Prediction, settings.publish_queue_size)
         self._annotated_pub = rospy.Publisher("~image_annotated", Image, queue_size=1)
+        self._detections_pub = _publisher("~detections", Detections, settings.publish_queue_size)
+        self._mask_pub = _publisher("~mask", Image, settings.publish_queue_size)
         self._batcher = self._stream_batcher("~input", settings.queue_size, self._publish_prediction)
         self._image_batcher = self._stream_batcher("~image", settings.image_queue_size, self._deliver_image)
         self.counters = Counters(lambda: self._batcher.dropped, lambda: self._image_batcher.dropped)
@@ -103,6 +149,7 @@ class ServingFace:
         self._services = [
             rospy.Service("predict", _NumpyPredict, self._handle_predict),
             rospy.Service("predict_image", PredictImage, self._handle_predict_image),
+            rospy.Service("predict_tensors", _NumpyPredictTensors, self._handle_predict_tensors),
         ]
 
     def apply(self, settings):
@@ -122,6 +169,60 @@ class ServingFace:
             raise ValueError(NO_MODEL)
         return model
 
+    def _rows_model(self):
+        """The model, if it answers predict and ~input (a classifier or regression model); else ValueError."""
+        model = self._model()
+        if not model.output_dim:
+            model.predict_samples(None)  # an AnyModel: raises what it answers instead
+        return model
+
+    def _frames_model(self):
+        """The model and the Preprocessing of the parameters in force, for a detection or segmentation model."""
+        model = self._model()
+        preprocessing = Preprocessing.of(self._settings_of())
+        if not model.takes_frames:
+            raise ValueError(f"a {model.task} model of {len(model.tensor_inputs)} inputs: use predict_tensors")
+        check_preprocessing(preprocessing, model.input_shape[-1])
+        return model, preprocessing
+
+    def _detections(self, model, outputs, placement, header):
+        settings = self._settings_of()
+        names = self.class_names(model)
+        message = Detections(header=header, model_version=model.version)
+        found = detections(
+            outputs,
+            model.signature.roles,
+            placement,
+            settings.score_threshold,
+            settings.max_detections,
+            settings.label_offset,
+        )
+        for class_id, score, x, y, w, h in found:
+            label = names[class_id] if 0 <= class_id < len(names) else ""
+            message.detections.append(Detection(class_id, label, score, x, y, w, h))
+        return message
+
+    def _frame_results(self, model, outputs, placement, header):
+        """(Detections, None) of a detector's outputs, or (None, mask Image) of a segmentation model's."""
+        if model.task == DETECTION:
+            return self._detections(model, outputs, placement, header), None
+        return None, mono8_image(class_mask(outputs[model.signature.roles["mask"]], placement), header)
+
+    def _handle_predict_tensors(self, request):
+        try:
+            model = self._model()
+            max_values = self._settings_of().max_request_samples * math.prod(shape_of(model.input_shape))
+            given = [(t.name, t.shape.tolist(), t.dtype, t.data) for t in request.inputs]  # numpy_msg's arrays
+            arrays = feeds(given, model.tensor_inputs, max_values)
+            outputs = model.run_tensors(arrays)
+        except ValueError as error:
+            raise rospy.ServiceException(str(error)) from None
+        response = PredictTensorsResponse(model_version=model.version)
+        for spec, output in zip(model.tensor_outputs, outputs, strict=True):
+            values = np.asarray(output, np.float64)
+            response.outputs.append(Tensor(spec.name, list(values.shape), spec.dtype, values.ravel().tolist()))
+        return response
+
     def _stream_batcher(self, topic, queue_size, deliver):
         """A MicroBatcher from topic to deliver(prediction, tag, rows, model); each has its own Prediction to fill.
         One model predicts a whole batch, and its version goes with each of the batch's predictions."""
@@ -129,8 +230,10 @@ class ServingFace:
         used = [None]  # the model of the batch: predict and deliver run one after the other on the batcher's thread
 
         def predict(samples):
-            used[0] = self._model()
-            return output_rows(used[0].task, used[0].predict_samples(samples))
+            used[0] = model = self._model()
+            if frames_model(model):  # one frame at a time: detectors take one (their batch is fixed)
+                return [model.run_tensors([samples[i : i + 1]]) for i in range(len(samples))]
+            return output_rows(model.task, model.predict_samples(samples))
 
         batcher = MicroBatcher(
             predict,
@@ -147,7 +250,7 @@ class ServingFace:
 
     def _handle_predict(self, request):
         try:
-            model = self._model()
+            model = self._rows_model()
             samples = as_samples(request.data, model.input_shape, self._request_limit(model))
             rows = output_rows(model.task, model.predict_samples(samples))
         except ValueError as error:
@@ -161,6 +264,8 @@ class ServingFace:
             raise rospy.ServiceException("no images: send one or more sensor_msgs/Image")
         try:
             model = self._model()
+            if frames_model(model):
+                return self._predict_frames(request.images)
         except ValueError as error:
             raise rospy.ServiceException(str(error)) from None
         limit = self._request_limit(model)
@@ -181,6 +286,25 @@ class ServingFace:
             raise rospy.ServiceException(str(error)) from None
         return fill_prediction(PredictImageResponse(), rows, self.class_names(model), model.version)
 
+    def _predict_frames(self, images):
+        """predict_image of a detection or segmentation model: one Detections or mask per image."""
+        model, preprocessing = self._frames_model()
+        limit, max_pixels = self._request_limit(model), pixel_limit(self._settings_of().max_image_pixels)
+        if len(images) > limit:
+            raise ValueError(f"{len(images)} images in one request, more than ~max_request_samples allows ({limit})")
+        response = PredictImageResponse(model_version=model.version)
+        for i, image in enumerate(images):
+            try:
+                outputs, placement = model.run_frame(decode_message(image, max_pixels), preprocessing)
+            except ImageError as error:
+                raise ValueError(f"image {i}: {error}") from None
+            found, mask = self._frame_results(model, outputs, placement, image.header)
+            if found is not None:
+                response.detections.append(found)
+            else:
+                response.masks.append(mask)
+        return response
+
     def _handle_image(self, msg):
         """~image and ~image/compressed: the prediction carries the image's header, unchanged."""
         self.counters.images_received += 1
@@ -188,16 +312,23 @@ class ServingFace:
         try:
             model = self._model()
             frame = decode_message(msg, pixel_limit(settings.max_image_pixels))
-            sample = image_sample(frame, model.input_shape, settings.input_scale)
+            if frames_model(model):
+                model, preprocessing = self._frames_model()
+                sample, placement = prepare(frame, model.tensor_inputs[0], preprocessing)
+            else:
+                sample, placement = image_sample(frame, model.input_shape, settings.input_scale), None
         except ValueError as error:  # ImageError, or no model yet
             self.counters.images_rejected += 1
             rospy.logwarn_throttle(5, f"dropped an image that cannot be used: {error}")
             return
         watched = self._annotated_pub.get_num_connections() > 0  # drawn only while someone looks
-        self._image_batcher.submit((msg.header, frame if watched else None), sample)
+        self._image_batcher.submit((msg.header, frame if watched else None, placement), sample)
 
-    def _deliver_image(self, prediction, header_and_frame, rows, model):
-        header, frame = header_and_frame
+    def _deliver_image(self, prediction, tag, rows, model):
+        header, frame, placement = tag
+        if placement is not None:  # a detection or segmentation model's outputs
+            self._deliver_frame(model, rows[0], placement, header, frame)
+            return
         self._publish_prediction(prediction, header, rows, model)
         if self._commands:
             self._commands.publish(rows[0][2])
@@ -209,11 +340,30 @@ class ServingFace:
                 text = " ".join(f"{value:.3g}" for value in rows[0][2])
             self._annotated_pub.publish(rgb_image(annotated(frame, text), header))
 
+    def _deliver_frame(self, model, outputs, placement, header, frame):
+        """~detections or ~mask of one frame, and ~image_annotated while someone looks (frame is not None)."""
+        found, mask = self._frame_results(model, outputs, placement, header)
+        if found is not None:
+            self._detections_pub.publish(found)
+        else:
+            self._mask_pub.publish(mask)
+        self.counters.predictions_published += 1
+        if frame is None:
+            return
+        picture = annotated(frame, "")
+        if found is not None:
+            names = self.class_names(model)
+            boxes = [(d.class_id, d.score, d.x_min, d.y_min, d.width, d.height) for d in found.detections]
+            picture = draw_detections(picture, boxes, lambda c: names[c] if 0 <= c < len(names) else "")
+        else:
+            picture = overlay_mask(picture, np.frombuffer(mask.data, np.uint8).reshape(mask.height, mask.width))
+        self._annotated_pub.publish(rgb_image(picture, header))
+
     def _handle_input(self, msg):
         received = rospy.Time.now()
         self.counters.inputs_received += 1
         try:
-            model = self._model()
+            model = self._rows_model()
             samples = as_samples(msg.data, model.input_shape, self._request_limit(model))
         except ValueError as error:
             self.counters.inputs_rejected += 1

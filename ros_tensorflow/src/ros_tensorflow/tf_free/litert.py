@@ -10,6 +10,8 @@ import threading
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from ros_tensorflow.tf_free.any_model import TensorSpec
+
 LARGEST_BATCH = 256  # interpreters are kept for 1, 2, 4 ... 256 samples; more are predicted in chunks
 
 
@@ -90,3 +92,99 @@ class LiteRtModel:
             scale, zero_point = self._output_quantization
             output = (output.astype(np.float32) - zero_point) * scale
         return output
+
+
+class LiteRtTensors:
+    """Any TFLite model as any_model's runner: every input and output by name, of any dtype and shape. One
+    interpreter, its inputs resized to each call's shapes (re-allocated only when they change), one lock."""
+
+    def __init__(self, flatbuffer):
+        self._lock = threading.Lock()
+        self._interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+        self._interpreter.allocate_tensors()
+        names = _signature_names(self._interpreter)
+        self._input_details = _in_order(self._interpreter.get_input_details(), names["inputs"])
+        self._output_details = _in_order(self._interpreter.get_output_details(), names["outputs"])
+        self.inputs = [_spec(detail, names["inputs"]) for detail in self._input_details]
+        self.outputs = [_spec(detail, names["outputs"]) for detail in self._output_details]
+        self.postprocess_outputs = self._postprocess_outputs()
+        # Python ints: a tuple of numpy ints compares element by element through numpy, 9 us a call
+        self._shapes = [tuple(int(size) for size in detail["shape"]) for detail in self._input_details]
+
+    def _postprocess_outputs(self):
+        """Positions in outputs of the TFLite_Detection_PostProcess op's four outputs, () if it has none."""
+        positions = {detail["index"]: i for i, detail in enumerate(self._output_details)}
+        try:
+            ops = self._interpreter._get_ops_details()  # noqa: SLF001 - LiteRT's only view of a model's ops
+        except AttributeError:
+            return ()
+        for op in ops:
+            if op.get("op_name") == "TFLite_Detection_PostProcess":
+                found = tuple(positions.get(int(index), -1) for index in op["outputs"])
+                return found if -1 not in found and len(found) == 4 else ()
+        return ()
+
+    def run(self, arrays):
+        """Outputs (float32 where dequantized) for arrays in the order of inputs: float arrays for a quantized
+        input are quantized; arrays already of its stored type (an image's uint8 pixels) go in as they are."""
+        with self._lock:
+            shapes = [tuple(array.shape) for array in arrays]
+            if shapes != self._shapes:
+                for detail, shape in zip(self._input_details, shapes, strict=True):
+                    self._interpreter.resize_tensor_input(detail["index"], list(shape), strict=False)
+                self._interpreter.allocate_tensors()
+                self._shapes = shapes
+            for detail, array in zip(self._input_details, arrays, strict=True):
+                self._interpreter.set_tensor(detail["index"], _stored(array, detail))
+            self._interpreter.invoke()
+            return [_real(self._interpreter.get_tensor(detail["index"]), detail) for detail in self._output_details]
+
+
+def _signature_names(interpreter):
+    """{'inputs'/'outputs': {tensor index: name}} of the model's one signature (the names its SavedModel or Keras
+    model gave, in its order: detection_boxes rather than StatefulPartitionedCall:0); empty without one."""
+    signatures = interpreter._interpreter.GetSignatureDefs()  # noqa: SLF001 - the indices are not public
+    if len(signatures) != 1:
+        return {"inputs": {}, "outputs": {}}
+    signature = next(iter(signatures.values()))
+    return {kind: {index: name for name, index in signature[kind].items()} for kind in ("inputs", "outputs")}
+
+
+def _in_order(details, names):
+    """details in the signature's order where it names them all, else the model's (its tensor indices)."""
+    if len(names) == len(details) and all(detail["index"] in names for detail in details):
+        order = list(names)
+        return sorted(details, key=lambda detail: order.index(detail["index"]))
+    return sorted(details, key=lambda detail: detail["index"])
+
+
+def _quantization(detail):
+    scale, zero_point = detail["quantization"]
+    return (scale, zero_point) if scale and detail["dtype"] in (np.int8, np.uint8, np.int16) else None
+
+
+def _spec(detail, names):
+    name = names.get(detail["index"], detail["name"])
+    signature = detail.get("shape_signature")
+    shape = tuple(int(size) for size in (signature if len(signature) == len(detail["shape"]) else detail["shape"]))
+    stored = np.dtype(detail["dtype"]).name
+    if _quantization(detail):
+        return TensorSpec(name, shape, "float32", stored)
+    return TensorSpec(name, shape, stored)
+
+
+def _stored(array, detail):
+    quantization = _quantization(detail)
+    if quantization and array.dtype.kind == "f":
+        scale, zero_point = quantization
+        info = np.iinfo(detail["dtype"])
+        return np.clip(np.round(array / scale) + zero_point, info.min, info.max).astype(detail["dtype"])
+    return np.ascontiguousarray(array, detail["dtype"])
+
+
+def _real(array, detail):
+    quantization = _quantization(detail)
+    if quantization:
+        scale, zero_point = quantization
+        return (array.astype(np.float32) - zero_point) * scale
+    return array.copy()

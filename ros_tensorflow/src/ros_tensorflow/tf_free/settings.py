@@ -60,8 +60,23 @@ PARAMETERS = {
     "input_scale": Parameter(
         0.0, "finite >= 0", "image values are multiplied by it; 0: 1/255 for 8-bit, 1/65535 for 16-bit"
     ),
+    "input_mean": Parameter([0.0], "list of finite", "per channel (or one for all): subtracted from scaled values"),
+    "input_std": Parameter([1.0], "list of finite", "per channel (or one for all): scaled values are divided by it"),
+    "channel_order": Parameter("rgb", "one of: rgb, bgr", "channel order a model brought takes"),
+    "resize": Parameter("stretch", "one of: stretch, letterbox", "how a frame fits a detection or segmentation model"),
+    "score_threshold": Parameter(0.5, "finite >= 0", "detections scored below it are dropped", True),
+    "max_detections": Parameter(100, "int > 0", "most detections per frame, best first", True),
+    "label_offset": Parameter(0, "int", "added to a detector's class ids (1-based label maps: -1)"),
+    "input_tensors": Parameter(
+        [], "list of str", "a frozen .pb's input tensors, e.g. [image_tensor:0]; []: its placeholders", node="train"
+    ),
+    "output_tensors": Parameter(
+        [], "list of str", "a frozen .pb's output tensors, e.g. [detection_boxes:0]; required for a .pb", node="train"
+    ),
     "class_names": Parameter([], "list of str", "one name per class, for the labels of predictions"),
-    "publish_queue_size": Parameter(0, "int >= 0", "~prediction publisher's rospy queue_size; 0: synchronous"),
+    "publish_queue_size": Parameter(
+        0, "int >= 0", "~prediction, ~detections, ~mask publishers' rospy queue_size; 0: synchronous"
+    ),
     "data_dir": Parameter("", "str", "'': $ROS_HOME/ros_tensorflow"),
     "model_path": Parameter("", "str", "'': <data_dir>/model.keras (serving node: model.tflite)"),
     "bag_topic": Parameter(
@@ -155,6 +170,8 @@ def _obeys(value, rule):
         return value in [choice.replace("''", "") for choice in rule.removeprefix("one of: ").split(", ")]
     if rule == "list of str":
         return isinstance(value, list) and all(isinstance(name, str) for name in value)
+    if rule == "list of finite":
+        return isinstance(value, list) and all(_obeys(x, "finite") for x in value) and len(value) > 0
     if rule == "list of int > 0":
         return isinstance(value, list) and all(_obeys(size, "int > 0") for size in value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
@@ -163,6 +180,8 @@ def _obeys(value, rule):
         "int > 0": is_int and value > 0,
         "int >= 0": is_int and value >= 0,
         "int > 1": is_int and value > 1,
+        "int": is_int,
+        "finite": is_number and math.isfinite(value),
         "finite >= 0": is_number and math.isfinite(value) and value >= 0,
         "str": isinstance(value, str),
         "bool": isinstance(value, bool),
@@ -204,6 +223,8 @@ class Settings:
             value = lookup(name, parameter.default)
             if parameter.rule == "finite >= 0" and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
+            if parameter.rule == "list of finite" and isinstance(value, list):
+                value = [float(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in value]
             if not _obeys(value, parameter.rule):
                 raise ValueError(f"parameter {name_of(name)} must be {parameter.rule}, got {value!r}")
             setattr(self, name, value)

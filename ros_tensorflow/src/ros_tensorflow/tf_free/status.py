@@ -65,7 +65,13 @@ def model_status(keeper, trainer, counters, samples_stored):
     if litert and litert.conversion_seconds is not None:
         values["litert_conversion_ms"] = f"{litert.conversion_seconds * 1e3:.0f}"
         values["commit_to_litert_ms"] = f"{litert.commit_to_serving_seconds * 1e3:.0f}"
+    values.update(card_values(keeper.wrapper))
     return level, message, values
+
+
+def card_values(model):
+    """A model's card (any_model.model_card), one key a line: what /diagnostics shows of its tensors."""
+    return {f"card_{i}": line for i, line in enumerate(getattr(model, "card", None) or [])}
 
 
 def serving_status(keeper, counters):
@@ -96,6 +102,7 @@ def serving_status(keeper, counters):
         "images_dropped": str(counters.images_dropped()),
         "serving": "litert",
     }
+    values.update(card_values(model))
     return level, message, values
 
 

@@ -1,12 +1,16 @@
 """What a model's output means: one idea of a task shared by both nodes, the messages, the datasets and the files.
 
 classification: one probability per class (a softmax), trained on integer labels; regression: output_dim values in
-the user's own units, trained on float targets. A model brings its task (its compiled loss, or the task saved beside
-it); ~task names the task a fresh model gets and checks a loaded one.
+the user's own units, trained on float targets. detection, segmentation and tensors: a model a user brings
+(tensors: any other signature), served and never trained (any_model recognises them). A model brings its task (its
+compiled loss, its outputs, or the task saved beside it); ~task names the task a fresh model gets and checks a
+loaded one.
 """
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
-TASKS = (CLASSIFICATION, REGRESSION)
+DETECTION, SEGMENTATION, TENSORS = "detection", "segmentation", "tensors"
+TRAINABLE_TASKS = (CLASSIFICATION, REGRESSION)
+TASKS = (*TRAINABLE_TASKS, DETECTION, SEGMENTATION, TENSORS)
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 METRICS = ("loss", "acc", "val_loss", "val_acc", "mae", "val_mae")  # a goal's, as Train's feedback and result
 _LOSS_TASKS = {

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from ros_tensorflow.tf_free.any_model import AnyModel, classic_card, classic_specs, recognise, resolve_any
 from ros_tensorflow.tf_free.files import (
     ModelFileError,
     class_names_path,
@@ -23,7 +24,7 @@ from ros_tensorflow.tf_free.files import (
     unusable_path,
     write_file,
 )
-from ros_tensorflow.tf_free.litert import LiteRtModel, UnservableModel
+from ros_tensorflow.tf_free.litert import LiteRtModel, LiteRtTensors, UnservableModel
 from ros_tensorflow.tf_free.samples import probe_samples, task_of_output
 from ros_tensorflow.tf_free.signing import (
     SigningError,
@@ -33,7 +34,7 @@ from ros_tensorflow.tf_free.signing import (
     signature_path,
     verify,
 )
-from ros_tensorflow.tf_free.tasks import resolve_task
+from ros_tensorflow.tf_free.tasks import TRAINABLE_TASKS, TaskError, resolve_task
 
 SIDE_FILES = (class_names_path, info_path, signature_path)  # what travels beside a model file
 
@@ -58,15 +59,15 @@ class TfliteModel:
         except UnservableModel as error:
             raise ModelRefused(f"the node cannot serve it: {error}") from None
         except (ValueError, RuntimeError) as error:  # LiteRT's word for a flatbuffer it cannot use
-            raise ModelRefused(
-                f"LiteRT cannot load it: {str(error).splitlines()[0] if str(error) else error!r}"
-            ) from None
+            raise ModelRefused(f"LiteRT cannot load it: {_first_line(error)}") from None
         try:
             self.task = task_of_output(resolve_task(wanted_task, task or None, "it"), self.output_dim, probe)
         except ValueError as error:  # TaskError, or not a classifier
             raise ModelRefused(f"the node cannot serve it: {error}") from None
         self.flatbuffer = flatbuffer
         self.sha256 = hashlib.sha256(flatbuffer).hexdigest()
+        self.tensor_inputs, self.tensor_outputs = classic_specs(self.input_shape, self.output_dim)
+        self.card = classic_card(self.input_shape, self.output_dim, self.task)
         self.class_names = list(class_names)
         self.version = version
         self.source = source
@@ -79,6 +80,35 @@ class TfliteModel:
         output = self.litert.predict(x.astype(np.float32, copy=False))
         self.predictions_served += len(x)
         return output
+
+    def run_tensors(self, arrays):
+        """predict_tensors: the one input's samples to the one output."""
+        return [self.predict_samples(arrays[0])]
+
+
+def _first_line(error):
+    return str(error).splitlines()[0] if str(error) else repr(error)
+
+
+def served_tflite(flatbuffer, class_names=(), version=0, source="", task="", wanted_task=""):
+    """The model a .tflite flatbuffer is, served as its task: a TfliteModel for a classifier or regression model
+    (one input, one (k, outputs) output), else an AnyModel (detection, segmentation, tensors); ModelRefused says
+    why it cannot be served. task: the one its trainer said ('': unknown); wanted_task: ~task."""
+    try:
+        runner = LiteRtTensors(flatbuffer)
+    except (ValueError, RuntimeError) as error:  # LiteRT's word for a flatbuffer it cannot use
+        raise ModelRefused(f"LiteRT cannot load it: {_first_line(error)}") from None
+    signature = recognise(runner.inputs, runner.outputs, runner.postprocess_outputs)
+    try:
+        chosen = resolve_any(wanted_task, task or None, signature, "it")
+    except TaskError as error:
+        raise ModelRefused(f"the node cannot serve it: {error}") from None
+    if chosen in TRAINABLE_TASKS:
+        del runner
+        return TfliteModel(flatbuffer, class_names, version, source, task, wanted_task)
+    model = AnyModel(runner, chosen, signature, class_names, version, source)
+    model.flatbuffer, model.sha256 = flatbuffer, hashlib.sha256(flatbuffer).hexdigest()
+    return model
 
 
 def previous_path(path):
@@ -139,7 +169,7 @@ class TfliteKeeper:
         info = load_model_info(path)
         try:
             version, source = int(info.get("version", 0)), info.get("source") or str(path)
-            model = TfliteModel(flatbuffer, names, version, source, info.get("task", ""), self.task)
+            model = served_tflite(flatbuffer, names, version, source, info.get("task", ""), self.task)
             signature, signer_id, model.sequence = load_signature(path)
             if self.trusted_keys is not None:  # checked again: a file changed on disk is no longer what was signed
                 verify(self.trusted_keys, self._signed_fields(model, model.sequence), signature, signer_id)
@@ -233,7 +263,7 @@ class TfliteKeeper:
         digest = hashlib.sha256(data).hexdigest()
         if digest != message.sha256:
             raise ModelRefused(f"its data ({len(data)} bytes) does not match its sha256 (a corrupt or cut transfer)")
-        model = TfliteModel(data, message.class_names, message.version, message.source, message.task, self.task)
+        model = served_tflite(data, message.class_names, message.version, message.source, message.task, self.task)
         if self.trusted_keys is not None:
             self._check_signature(model, message)
         self._check_shape(model, "it", ModelRefused)

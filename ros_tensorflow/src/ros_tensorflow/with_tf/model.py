@@ -263,6 +263,10 @@ class ModelWrapper:
         return sum(copy.served for copy in self._copies) + self.served_by_litert
 
     @property
+    def untrainable_reason(self):
+        return "a SavedModel, served for prediction only"
+
+    @property
     def serving(self):
         """Which backend answers now, and for which commit."""
         if self.litert and self.litert.model_for(self.commit_count) is not None:

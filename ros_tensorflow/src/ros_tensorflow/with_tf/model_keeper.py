@@ -13,6 +13,7 @@ import time
 
 import tensorflow as tf
 
+from ros_tensorflow.tf_free.any_model import AnyModel, classic_card, recognise, resolve_any
 from ros_tensorflow.tf_free.files import (
     class_names_data,
     class_names_path,
@@ -26,12 +27,15 @@ from ros_tensorflow.tf_free.files import (
 from ros_tensorflow.tf_free.samples import probe_samples, task_of_output
 from ros_tensorflow.tf_free.settings import Settings
 from ros_tensorflow.tf_free.signing import load_signature, model_fields, save_signature
-from ros_tensorflow.tf_free.tasks import CLASSIFICATION, METRICS, TaskError, resolve_task
+from ros_tensorflow.tf_free.tasks import CLASSIFICATION, METRICS, TRAINABLE_TASKS, TaskError, resolve_task
+from ros_tensorflow.tf_free.tflite_serving import ModelRefused, served_tflite
 from ros_tensorflow.tf_free.versions import Versions
 from ros_tensorflow.with_tf.conversion import ConversionError, ConverterProcess
+from ros_tensorflow.with_tf.foreign import ForeignWrapper, runner_of, to_tflite
 from ros_tensorflow.with_tf.model import ModelWrapper, keras_predictor, task_of_model
 from ros_tensorflow.with_tf.persistence import (
     ModelFileError,
+    NotClassicModel,
     backup_path,
     export_tflite,
     file_digest,
@@ -71,9 +75,18 @@ class ModelKeeper:
     """
 
     def __init__(
-        self, path, fresh_model, log=None, serving_backend="tensorflow", device="", name="", versions_dir=None
+        self,
+        path,
+        fresh_model,
+        log=None,
+        serving_backend="tensorflow",
+        device="",
+        name="",
+        versions_dir=None,
+        tensor_names=((), ()),
     ):
         """fresh_model: ModelWrapper keyword arguments (Settings.fresh_model());
+        tensor_names: a frozen graph's (~input_tensors, ~output_tensors);
         every model is served by serving_backend and built (so trained and served by TensorFlow) on device;
         name: the source named in the info of each export (the node's name); versions_dir: where each exported
         model is kept as a version (Versions), None: nowhere."""
@@ -91,6 +104,7 @@ class ModelKeeper:
         self._log = log or logging.getLogger(__name__)
         self._serving_backend = serving_backend
         self._device = device
+        self._tensor_names = tensor_names
         self._converter = ConverterProcess()  # one child process converts for every model this keeper holds
         self._exports = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="TfliteExport")
         self._training_lock = threading.Lock()
@@ -139,6 +153,12 @@ class ModelKeeper:
             except ModelFileError as error:
                 self.fallback_error = self.fallback_error or str(error)
                 self._log.error("%s; trying the next fallback", error)
+        wanted = self._fresh_model.get("task", "")
+        if wanted and wanted not in TRAINABLE_TASKS:
+            raise TaskError(
+                f"~task is {wanted}, but there is no model at {self.path} (~model_path): a {wanted} model is brought,"
+                " not trained"
+            )
         self._log.info("no usable model at %s: starting a fresh one", self.path)
         return self._wrapper(**self._fresh_model), "fresh"
 
@@ -149,10 +169,32 @@ class ModelKeeper:
                 *args, serving_backend=self._serving_backend, converter=self._converter, log=self._log, **kwargs
             )
 
+    def _foreign(self, path, keras_model=None):
+        """A ForeignWrapper of a model a user brought (a detector, a segmentation model, tensors; or a classifier in
+        a .pb or .tflite), served by TensorFlow or LiteRT; its card logged."""
+        with tf.device(self._device) if self._device else contextlib.nullcontext():
+            runner = runner_of(path, *self._tensor_names, keras_model=keras_model)
+        signature = recognise(runner.inputs, runner.outputs, runner.postprocess_outputs)
+        own = load_model_info(path).get("task") or None
+        task = resolve_any(self._fresh_model.get("task", ""), own, signature, f"the model {path}")
+        try:
+            names = load_class_names(path)
+        except ModelFileError as error:
+            self._log.warning("%s: the model is used without its class names (~class_names name its classes)", error)
+            names = []
+        wrapper = ForeignWrapper(AnyModel(runner, task, signature, names, source=str(path)))
+        self._log.info("model %s, served as it is (never trained):\n  %s", path, "\n  ".join(wrapper.card))
+        return wrapper
+
     def _load(self, path):
         """A ModelWrapper of the model file at path; ModelFileError if it cannot be used, TaskError if it is not of
         ~task (a setting to correct, not a file to fall back from)."""
-        model, trainable = load_model(path)
+        if path.endswith((".pb", ".tflite")):
+            return self._foreign(path)
+        try:
+            model, trainable = load_model(path)
+        except NotClassicModel as error:
+            return self._foreign(path, error.model)
         # Its own task: its loss or output layer's, else the one saved beside it (a SavedModel has neither)
         own = task_of_model(model) or load_model_info(path).get("task")
         task = resolve_task(self._fresh_model.get("task", ""), own, f"the model {path}")
@@ -178,6 +220,7 @@ class ModelKeeper:
         if os.path.isfile(path):
             self._good_files.add(file_digest(path))
         self._warn_of_sizes_overruled(wrapper, path)
+        wrapper.card = classic_card(wrapper.input_shape, wrapper.output_dim, wrapper.task)
         if not trainable:
             self._log.warning(
                 "model %s is a SavedModel: served for prediction only, by TensorFlow (LiteRT serves Keras models);"
@@ -378,6 +421,8 @@ class ModelKeeper:
     def announce_at_startup(self):
         """The model loaded from path, as exported before (on_export told), if its .tflite is in step; else export
         it now (a shutdown skipped its export, or it never had one). Returns the export's Future, or None."""
+        if isinstance(self.wrapper, ForeignWrapper):
+            return self._exports.submit(self._announce_foreign, self.wrapper)
         if self.source != self.path or not self.wrapper.trainable:
             return None
         exported, info = tflite_path(self.path), load_model_info(self.path)
@@ -394,6 +439,29 @@ class ModelKeeper:
             self._keep_version(info["version"], {**info, "found_at_startup": True}, files)
         self._announce(flatbuffer, wrapper, info)
         return None
+
+    def _announce_foreign(self, wrapper):
+        """A model a user brought, converted to .tflite and published for serving nodes, as a new version number
+        (not kept as a version: it is the user's file); logged if it cannot be (then served by this node only)."""
+        try:
+            flatbuffer = to_tflite(wrapper.runner)
+            served_tflite(flatbuffer, wrapper.class_names, task=wrapper.task)  # what a serving node will check
+        except (ModelFileError, ModelRefused) as error:
+            self._log.warning("the model is served here but not published on ~model: %s", error)
+            return None
+        version = self.reserve_version()
+        wrapper.version = self.version = version
+        info = {name: math.nan for name in METRICS}
+        info.update(
+            version=version,
+            stamp=time.time(),
+            source=self.name,
+            task=wrapper.task,
+            sha256=hashlib.sha256(flatbuffer).hexdigest(),
+        )
+        self._announce(flatbuffer, wrapper, info)
+        self._log.info("published the model on ~model as version %d (%d bytes of .tflite)", version, len(flatbuffer))
+        return self.exported
 
     def keep_unserved(self, meta, class_names=()):
         """The model in use, as trained, kept as a new version that is not served (~promote if_better found it

@@ -10,7 +10,24 @@ import keras
 
 from ros_tensorflow.tf_free.files import ModelFileError, replace_atomically, tflite_path, unusable_path, write_file
 
-__all__ = ["ModelFileError", "backup_path", "export_tflite", "file_digest", "load_model", "save_model"]
+__all__ = [
+    "ModelFileError",
+    "NotClassicModel",
+    "backup_path",
+    "export_tflite",
+    "file_digest",
+    "load_model",
+    "save_model",
+]
+
+
+class NotClassicModel(ModelFileError):
+    """A model that loads but is not one input -> one (k, outputs): served as a model a user brought (foreign);
+    model: the Keras model, None for a SavedModel."""
+
+    def __init__(self, message, model=None):
+        super().__init__(message)
+        self.model = model
 
 
 def backup_path(path):
@@ -85,6 +102,8 @@ def load_model(path):
             # Keras 3 builds a legacy .h5's optimizer for variables the loaded model does not have
             # ("Unknown variable"): a fresh optimizer of the same configuration trains it.
             model.compile_from_config(model.get_compile_config())
+    except NotClassicModel:
+        raise
     except zipfile.BadZipFile as error:  # e.g. a member that fails its CRC check
         raise ModelFileError(f"cannot load the model {path}: a corrupt zip archive ({error})") from error
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
@@ -131,16 +150,19 @@ def _saved_model_for_prediction(path):
     args, kwargs = layer.call_endpoint_fn.structured_input_signature
     specs = [*args, *kwargs.values()]
     if len(specs) != 1:
-        raise ModelFileError(f"{path}: the serving_default signature has {len(specs)} inputs, expected one")
+        raise NotClassicModel(f"{path}: the serving_default signature has {len(specs)} inputs, expected one")
     spec = specs[0]
     inputs = keras.Input(shape=spec.shape[1:], dtype=spec.dtype)
     outputs = layer(inputs)
     if isinstance(outputs, dict):
         if len(outputs) != 1:
-            raise ModelFileError(f"{path}: the serving_default signature has {len(outputs)} outputs, expected one")
+            raise NotClassicModel(f"{path}: the serving_default signature has {len(outputs)} outputs, expected one")
         outputs = next(iter(outputs.values()))
     model = keras.Model(inputs, outputs)
-    check_model_shape(model, path)
+    try:
+        check_model_shape(model, path)
+    except NotClassicModel as error:
+        raise NotClassicModel(str(error)) from None  # served from the SavedModel itself, not this wrapper
     return model
 
 
@@ -148,10 +170,11 @@ def check_model_shape(model, path):
     """The node feeds (k, *sample shape) and reads (k, outputs): refuse anything else clearly. What the outputs
     mean (ModelWrapper's task) is checked by the keeper."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelFileError(f"{path}: expected a model with one input and one output")
+        raise NotClassicModel(f"{path}: expected a model with one input and one output", model)
     in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
     if len(in_shape) < 2 or None in in_shape[1:] or len(out_shape) != 2 or out_shape[1] is None:
-        raise ModelFileError(
+        raise NotClassicModel(
             f"{path}: expected input (k, *sample shape), every size known, and output (k, outputs),"
-            f" got {in_shape} -> {out_shape}"
+            f" got {in_shape} -> {out_shape}",
+            model,
         )

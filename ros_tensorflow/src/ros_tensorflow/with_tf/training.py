@@ -95,8 +95,7 @@ class Trainer:
             try:
                 error = request.error()
                 if error is None and not wrapper.trainable:
-                    error = f"the model from {self.keeper.source} is a SavedModel, served for prediction only"
-                    error += ": it cannot train"
+                    error = f"the model from {self.keeper.source}: {wrapper.untrainable_reason}; it cannot train"
                 if error is None:
                     x, y, class_names = self.load_dataset(request.dataset or settings.dataset, wrapper, settings)
                     check_validation_split(len(x), request.validation_split)
