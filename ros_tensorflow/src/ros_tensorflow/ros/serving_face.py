@@ -219,7 +219,7 @@ class ServingFace:
             raise rospy.ServiceException(str(error)) from None
         response = PredictTensorsResponse(model_version=model.version)
         for spec, output in zip(model.tensor_outputs, outputs, strict=True):
-            values = np.asarray(output, np.float64)
+            values = np.asarray(output)  # tolist: Python numbers, which the float64[] field takes as they are
             response.outputs.append(Tensor(spec.name, list(values.shape), spec.dtype, values.ravel().tolist()))
         return response
 

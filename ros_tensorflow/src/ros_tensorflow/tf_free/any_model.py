@@ -135,20 +135,18 @@ def feeds(requested, inputs, max_values=0):
     """Arrays in the order of inputs (TensorSpecs) from requested (name, shape, dtype, data) tuples, by name or, where
     every name is '', in order; TensorError names the tensor that does not fit. max_values: most values in all (0:
     as many as fill 1/4096 of the memory in float64)."""
-    max_values = max_values or MEMORY_BYTES // 4096 // 8
-    if sum(len(data) for *_, data in requested) > max_values:
-        raise TensorError(f"more than {max_values} values in one request (~max_request_samples)")
     layout = tuple((name, tuple(shape), dtype) for name, shape, dtype, _ in requested)
     arrays = [None] * len(inputs)
-    for (i, shape), (*_, data) in zip(_placed(layout, tuple(inputs)), requested, strict=True):
-        arrays[i] = _values(inputs[i], shape, data)
+    plan = _placed(layout, tuple(inputs), max_values or MEMORY_BYTES // 4096 // 8)
+    for (i, shape, size), (*_, data) in zip(plan, requested, strict=True):
+        arrays[i] = _values(inputs[i], shape, size, data)
     return arrays
 
 
 @functools.lru_cache(maxsize=64)
-def _placed(layout, inputs):
-    """(position among inputs, shape) of each tensor of layout ((name, shape, dtype) of each): the checks of names,
-    shapes and dtypes, the same for every request a client sends, made once for each layout."""
+def _placed(layout, inputs, max_values):
+    """(position among inputs, shape, size) of each tensor of layout ((name, shape, dtype) of each): the checks of
+    names, shapes, dtypes and sizes, the same for every request a client sends, made once for each layout."""
     by_name = {spec.name: i for i, spec in enumerate(inputs)}
     if all(name == "" for name, *_ in layout):
         if len(layout) != len(inputs):
@@ -166,7 +164,10 @@ def _placed(layout, inputs):
         missing = [inputs[i].name for i in range(len(inputs)) if i not in order]
         if missing or len(set(order)) != len(order):
             raise TensorError(f"give each input once, by name; missing: {missing or 'none'}, given: {len(order)}")
-    return tuple((i, _shape(inputs[i], list(shape), dtype)) for (_, shape, dtype), i in zip(layout, order, strict=True))
+    shapes = [_shape(inputs[i], list(shape), dtype) for (_, shape, dtype), i in zip(layout, order, strict=True)]
+    if sum(math.prod(shape) for shape in shapes) > max_values:
+        raise TensorError(f"more than {max_values} values in one request (~max_request_samples)")
+    return tuple((i, shape, math.prod(shape)) for i, shape in zip(order, shapes, strict=True))
 
 
 def _shape(spec, shape, dtype):
@@ -185,19 +186,18 @@ def _shape(spec, shape, dtype):
     return tuple(shape)
 
 
-def _values(spec, shape, data):
-    what = f"input {spec.name!r}"
-    if math.prod(shape) != len(data):
-        raise TensorError(f"{what} of shape {list(shape)} needs {math.prod(shape)} values, got {len(data)}")
+def _values(spec, shape, size, data):
+    if len(data) != size:
+        raise TensorError(f"input {spec.name!r} of shape {list(shape)} needs {size} values, got {len(data)}")
     if type(data) is not np.ndarray or data.dtype != np.float64:  # a numpy_msg's data is already one
-        data = numeric_array(data, what).astype(np.float64)
+        data = numeric_array(data, f"input {spec.name!r}").astype(np.float64)
     values = data.reshape(shape)
     if not np.isfinite(values).all():
-        raise TensorError(f"{what} holds NaN or Inf")
+        raise TensorError(f"input {spec.name!r} holds NaN or Inf")
     if spec.dtype not in FLOAT_DTYPES:
         info = np.iinfo(spec.dtype) if spec.dtype != "bool" else None
         if (values != np.round(values)).any() or info and (values.min() < info.min or values.max() > info.max):
-            raise TensorError(f"{what} is {spec.dtype}: whole numbers in its range only")
+            raise TensorError(f"input {spec.name!r} is {spec.dtype}: whole numbers in its range only")
     return values.astype(spec.dtype)
 
 

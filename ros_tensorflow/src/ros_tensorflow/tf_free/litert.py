@@ -110,6 +110,9 @@ class LiteRtTensors:
         self.postprocess_outputs = self._postprocess_outputs()
         # Python ints: a tuple of numpy ints compares element by element through numpy, 9 us a call
         self._shapes = [tuple(int(size) for size in detail["shape"]) for detail in self._input_details]
+        # what each call needs of the details, looked up once
+        self._stored_as = [(d["index"], d["dtype"], _quantization(d)) for d in self._input_details]
+        self._real_as = [(d["index"], _quantization(d)) for d in self._output_details]
 
     def _postprocess_outputs(self):
         """Positions in outputs of the TFLite_Detection_PostProcess op's four outputs, () if it has none."""
@@ -134,10 +137,10 @@ class LiteRtTensors:
                     self._interpreter.resize_tensor_input(detail["index"], list(shape), strict=False)
                 self._interpreter.allocate_tensors()
                 self._shapes = shapes
-            for detail, array in zip(self._input_details, arrays, strict=True):
-                self._interpreter.set_tensor(detail["index"], _stored(array, detail))
+            for (index, dtype, quantization), array in zip(self._stored_as, arrays, strict=True):
+                self._interpreter.set_tensor(index, _stored(array, dtype, quantization))
             self._interpreter.invoke()
-            return [_real(self._interpreter.get_tensor(detail["index"]), detail) for detail in self._output_details]
+            return [_real(self._interpreter.get_tensor(index), quantization) for index, quantization in self._real_as]
 
 
 def _signature_names(interpreter):
@@ -173,18 +176,16 @@ def _spec(detail, names):
     return TensorSpec(name, shape, stored)
 
 
-def _stored(array, detail):
-    quantization = _quantization(detail)
+def _stored(array, dtype, quantization):
     if quantization and array.dtype.kind == "f":
         scale, zero_point = quantization
-        info = np.iinfo(detail["dtype"])
-        return np.clip(np.round(array / scale) + zero_point, info.min, info.max).astype(detail["dtype"])
-    return np.ascontiguousarray(array, detail["dtype"])
+        info = np.iinfo(dtype)
+        return np.clip(np.round(array / scale) + zero_point, info.min, info.max).astype(dtype)
+    return np.ascontiguousarray(array, dtype)
 
 
-def _real(array, detail):
-    quantization = _quantization(detail)
+def _real(array, quantization):
     if quantization:
         scale, zero_point = quantization
         return (array.astype(np.float32) - zero_point) * scale
-    return array.copy()
+    return array  # get_tensor's is a copy already
