@@ -50,6 +50,27 @@ def node_sends_to(*subscribers, node="/ros_tensorflow"):
     return all(subscriber.resolved_name in to_us for subscriber in subscribers)
 
 
+def node_receives_from_us(*topics, node="/ros_tensorflow"):
+    """Whether the node has taken each topic from our publisher yet, asked of the node itself. Our publisher's own
+    count is not enough after a relaunch: a connection to the node of the same name that stopped stays in it until
+    we next write, and a goal sent then reaches only the dead node."""
+    api = rosnode.get_api_uri(rosgraph.Master("/tests"), node, skip_cache=True)
+    if api is None:
+        return False
+    bus = xmlrpc.client.ServerProxy(api).getBusInfo("/tests")[2]
+    me = rospy.get_node_uri()
+    from_us = {topic for _, source, direction, _, topic, *_ in bus if source == me and direction == "i"}
+    return all(rospy.resolve_name(topic) in from_us for topic in topics)
+
+
+def action_client(name, action, node="/ros_tensorflow", timeout=60):
+    """A SimpleActionClient of the node's action `name`, once the node takes our goals and cancels."""
+    client = actionlib.SimpleActionClient(name, action)
+    assert client.wait_for_server(rospy.Duration(timeout)), f"no {name} action server"
+    wait_for(lambda: node_receives_from_us(f"{name}/goal", f"{name}/cancel", node=node), timeout, f"{name}/goal")
+    return client
+
+
 def node_pid(name):
     """The process id of a running node, asked through its XML-RPC API."""
     api = rosnode.get_api_uri(rosgraph.Master("/tests"), name, skip_cache=True)  # a relaunched node has a new URI
@@ -106,10 +127,11 @@ class LaunchedNode:
 
     def __init__(self, work_dir, **args):
         self.log_path = work_dir / "roslaunch.log"
+        self.name = f"/{args.get('node_name', 'ros_tensorflow')}"
         args = {"loop_rate": 0, "data_dir": work_dir / "data", **args}
         # The master outlives launches: parameters an earlier launch set would otherwise leak into this one.
         with contextlib.suppress(rosgraph.masterapi.Error):
-            rosgraph.Master("/tests").deleteParam(f"/{args.get('node_name', 'ros_tensorflow')}")
+            rosgraph.Master("/tests").deleteParam(self.name)
         argv = ["roslaunch", "ros_tensorflow", "node.launch", *(f"{name}:={value}" for name, value in args.items())]
         with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -118,9 +140,7 @@ class LaunchedNode:
         """Wait for /predict and the train action server; returns a train action client."""
         wait_for(lambda: self._serves_predict() or self.process.poll() is not None, timeout, "the node's services")
         assert self.process.poll() is None, f"roslaunch exited:\n{self.log()}"
-        client = actionlib.SimpleActionClient("train", TrainAction)
-        assert client.wait_for_server(rospy.Duration(timeout)), "no train action server"
-        return client
+        return action_client("train", TrainAction, node=self.name, timeout=timeout)
 
     def _serves_predict(self):
         try:

@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 import rospy
 from conftest import wait_for
+from ros_processes import action_client
 from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateActionResult, EvaluateGoal, EvaluateResult, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 from sensor_msgs.msg import Image
@@ -117,9 +118,7 @@ def test_the_pictures_say_what_was_evaluated_and_which_epoch_was_kept():
 
 
 def evaluate_client():
-    client = actionlib.SimpleActionClient("evaluate", EvaluateAction)
-    assert client.wait_for_server(rospy.Duration(30)), "no evaluate action server"
-    return client
+    return action_client("evaluate", EvaluateAction)
 
 
 def test_evaluate_reports_the_served_model_with_its_picture(node, tmp_path):

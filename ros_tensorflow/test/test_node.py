@@ -3,13 +3,12 @@
 import math
 import subprocess
 
-import actionlib
 import numpy as np
 import pytest
 import rospy
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
-from ros_processes import LaunchedNode, node_sends_to
+from ros_processes import LaunchedNode, action_client, node_sends_to
 from ros_tensorflow_msgs.msg import TrainAction, TrainActionFeedback, TrainActionResult, TrainGoal
 from ros_tensorflow_msgs.srv import Predict
 
@@ -77,8 +76,7 @@ def test_cancel_after_first_epoch_ends_preempted_with_that_epoch(node):
 
 def test_new_goal_preempts_the_running_one(node):
     _, client = node
-    first = actionlib.SimpleActionClient("train", TrainAction)
-    assert first.wait_for_server(TIMEOUT)
+    first = action_client("train", TrainAction)
     first_feedbacks = []
     first.send_goal(TrainGoal(epochs=50, batch_size=1), feedback_cb=first_feedbacks.append)
     wait_for(lambda: first_feedbacks, 120, "the first goal to train")
