@@ -23,7 +23,18 @@ import rospy
 import tensorflow as tf
 from actionlib_msgs.msg import GoalStatus
 from any_model_bench import any_model_rows
-from bench_common import SAMPLE, TopicProbe, camera_frame, on_one_core, p50_ms, percentiles_ms, row, timed
+from bench_common import (
+    SAMPLE,
+    TopicProbe,
+    bare_camera_call,
+    camera_frame,
+    flooded_camera_rows,
+    on_one_core,
+    p50_ms,
+    percentiles_ms,
+    row,
+    timed,
+)
 from regression_bench import regression_rows
 from ros_processes import Diagnostics, LaunchedNode, Master, node_pid, stop_process_group, wait_for
 from ros_tensorflow_msgs.msg import EvaluateAction, EvaluateGoal, Prediction, TrainGoal
@@ -34,7 +45,6 @@ from std_msgs.msg import Float64MultiArray
 
 from ros_tensorflow.tf_free.datasets import make_synthetic
 from ros_tensorflow.tf_free.evaluation import CHUNK
-from ros_tensorflow.tf_free.images import image_sample
 from ros_tensorflow.tf_free.litert import LiteRtModel
 from ros_tensorflow.with_tf.conversion import to_tflite
 from ros_tensorflow.with_tf.model import build_classifier
@@ -159,49 +169,38 @@ def evaluation_rows(data_dir, n=200_000, rounds=3):
 CAMERA_SHAPE = (96, 96, 3)
 
 
-def bare_camera_call():
-    """Preprocessing and the model call of one frame in this process, as the node makes them (LiteRT)."""
-    model = build_classifier(CAMERA_SHAPE, 2)
-    litert = LiteRtModel(to_tflite(model))
-    frame = camera_frame()
-    return lambda: litert.predict(image_sample(frame, CAMERA_SHAPE).astype(np.float32))
-
-
 def camera_rows():
-    """A 640 x 480 rgb8 stream into a 96 x 96 x 3 CNN (LiteRT), against the bare preprocessing + call."""
-    echo = subprocess.Popen(
-        [sys.executable, str(HERE / "echo_node.py"), "__name:=image_echo", "_type:=image"], start_new_session=True
-    )
+    """640 x 480 rgb8 frames into a 96 x 96 x 3 CNN (LiteRT): the training node flooded against the minimal node;
+    the latency against an echo of the Image plus the bare preprocessing + call."""
     work_dir = pathlib.Path(tempfile.mkdtemp(prefix="bench_camera_"))
+    model = build_classifier(CAMERA_SHAPE, 2)
+    (work_dir / "camera.tflite").write_bytes(to_tflite(model))
+    helpers = [
+        subprocess.Popen([sys.executable, str(HERE / "echo_node.py"), *args], start_new_session=True)
+        for args in (
+            ["__name:=image_echo", "_type:=image"],
+            ["__name:=model_echo", "_type:=image", f"_model_path:={work_dir / 'camera.tflite'}"],
+        )
+    ]
     config = work_dir / "config.yaml"
-    config.write_text("input_shape: [96, 96, 3]\n")
+    config.write_text("input_shape: [96, 96, 3]\nimage_queue_size: 1000\n")  # every frame kept, as the minimal node
     node = LaunchedNode(work_dir, config=config)
-    rows = []
     try:
         node.wait_until_ready()
         Diagnostics().wait_until(lambda s: s["serving"].startswith("litert,"), "LiteRT serving the CNN")
-        bare_s = float(np.median(timed(bare_camera_call(), 200)))
+        bare_s = float(np.median(timed(bare_camera_call(to_tflite(model), CAMERA_SHAPE), 200)))
         ours = TopicProbe(
             "/ros_tensorflow", "/ros_tensorflow/image", "/ros_tensorflow/prediction", Prediction, camera_frame()
         )
-        reference = TopicProbe("/image_echo", "/image_echo/input", "/image_echo/output", Image, camera_frame())
-        rate, sender_limited = ours.sustained_rate(rates=(5, 10, 20, 40, 60, 80, 120, 160, 240, 320))
-        ratio = rate * bare_s
-        rows.append(
-            row(
-                "litert",
-                "camera: 640x480 rgb8 -> 96x96x3 CNN, sustained, no drops",
-                rate,
-                "frames/s",
-                1 / bare_s,
-                ratio,
-                ">= 0.9 x bare preprocessing + call",
-                ratio >= 0.9,
-            )
+        minimal = TopicProbe(
+            "/model_echo", "/model_echo/input", "/model_echo/output", Float64MultiArray, camera_frame()
         )
-        rows.append(row("litert", "  sender was the limit", {True: "yes", False: "no"}[sender_limited], ""))
+        rows = flooded_camera_rows(
+            "litert", "camera", ours, node_pid("/ros_tensorflow"), minimal, node_pid("/model_echo"), bare_s
+        )
+        echo = TopicProbe("/image_echo", "/image_echo/input", "/image_echo/output", Image, camera_frame())
         our_p50 = p50_ms(ours.latency(rate_hz=10, n=100))
-        floor = p50_ms(reference.latency(rate_hz=10, n=100)) + bare_s * 1e3
+        floor = p50_ms(echo.latency(rate_hz=10, n=100)) + bare_s * 1e3
         rows.append(
             row(
                 "litert",
@@ -214,17 +213,19 @@ def camera_rows():
                 our_p50 / floor <= 1.5,
             )
         )
-        ours.close()
-        reference.close()
+        for probe in (ours, minimal, echo):
+            probe.close()
     finally:
         node.stop()
-        stop_process_group(echo)
+        for helper in helpers:
+            stop_process_group(helper)
     return rows
 
 
 def main(only):
-    """only: ['serve'] (make bench ROWS=serve) measures the serving node's rows alone, ['evaluate'] the evaluate
-    action's, ['regression'] the regression rows, ['any_model'] those of models a user brings."""
+    """only: ['serve'] (make bench ROWS=serve) measures the serving node's rows alone, ['training'] the training
+    node's with LiteRT and its camera, ['camera'] the camera's alone, ['evaluate'] the evaluate action's,
+    ['regression'] the regression rows, ['any_model'] those of models a user brings."""
     RESULTS.mkdir(exist_ok=True)
     master = Master(tempfile.mkdtemp(prefix="bench_ros_home_"))
     helpers = {
@@ -240,6 +241,10 @@ def main(only):
                 rows.append(row(backend, "model call alone, batch 1, p50", p50_ms(timed(call, 3000)), "ms"))
             for backend in ("litert", "tensorflow"):
                 rows += run_backend(backend, helpers)
+            rows += camera_rows()
+        if only == ["training"]:
+            rows += run_backend("litert", helpers) + camera_rows()
+        if only == ["camera"]:
             rows += camera_rows()
         if only == ["evaluate"]:
             work_dir = pathlib.Path(tempfile.mkdtemp(prefix="bench_evaluate_"))

@@ -3,6 +3,8 @@
 import contextlib
 import os
 import pathlib
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -11,7 +13,12 @@ from ros_processes import node_sends_to, wait_for
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 
+from ros_tensorflow.tf_free.images import image_sample
+from ros_tensorflow.tf_free.litert import LiteRtModel
+
 SAMPLE = [0.5] * 10
+FLOOD_SENDERS = 2  # frame_flood.py processes: together they send more frames than a node takes
+HERE = pathlib.Path(__file__).resolve().parent
 
 
 def percentiles_ms(seconds):
@@ -130,6 +137,29 @@ class TopicProbe:
             return None
         return (n - 1) / (self.received[n - 1] - self.received[0]), achieved
 
+    def flooded(self, pid, senders=FLOOD_SENDERS, duration=3.0):
+        """(outputs/s, CPU seconds of the process pid per output) while `senders` frame_flood.py processes send
+        frames as fast as the node's sockets take them: the node's own limit, not a sender's. The rate is taken
+        from the outputs' arrival times once the first tenth have come (the senders start one after the other)."""
+        self.received.clear()
+        before = cpu_seconds(pid)
+        argv = [
+            sys.executable,
+            str(HERE / "frame_flood.py"),
+            f"_topic:={self.pub.resolved_name}",
+            f"_duration:={duration}",
+        ]
+        floods = [subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True) for _ in range(senders)]
+        sent = sum(int(flood.communicate(timeout=60)[0] or 0) for flood in floods)
+        count = -1
+        while count != len(self.received):  # the node's queue drains
+            count = len(self.received)
+            time.sleep(1.0)
+        cpu = cpu_seconds(pid) - before
+        assert count > 20 and sent > count / 2, f"{sent} frames sent, {count} answers"
+        steady = self.received[count // 10 :]
+        return (len(steady) - 1) / (steady[-1] - steady[0]), cpu / count
+
     def cpu_per_message(self, pid, rate_hz=1000, duration=5.0):
         """CPU seconds (user + system, all threads, from /proc) the process pid spends per message at rate_hz."""
         before = cpu_seconds(pid)
@@ -157,6 +187,28 @@ def camera_frame():
     """A 640 x 480 rgb8 frame, as a camera driver publishes one."""
     pixels = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
     return Image(height=480, width=640, encoding="rgb8", step=640 * 3, data=pixels.tobytes())
+
+
+def bare_camera_call(flatbuffer, shape):
+    """Preprocessing and the model call of one frame in this process, as the nodes make them (LiteRT)."""
+    litert = LiteRtModel(flatbuffer)
+    frame = camera_frame()
+    return lambda: litert.predict(image_sample(frame, shape).astype(np.float32))
+
+
+def flooded_camera_rows(backend, name, ours, our_pid, minimal, minimal_pid, bare_s):
+    """The node and the minimal node (bench/echo_node.py with the same model) each flooded by FLOOD_SENDERS senders:
+    frames/s answered and CPU per frame, side by side; and the bare preprocessing + call in this process (no
+    transport), for what the transport and rospy cost."""
+    (rate, cpu), (minimal_rate, minimal_cpu) = ours.flooded(our_pid), minimal.flooded(minimal_pid)
+    ratio = rate / minimal_rate
+    return [
+        row(backend, f"{name}: 640x480 rgb8 -> 96x96x3 CNN, flooded by {FLOOD_SENDERS} senders", rate, "frames/s",
+            minimal_rate, ratio, ">= 0.9 x minimal node (receive, preprocess, call, publish)", ratio >= 0.9),
+        row(backend, f"{name}: CPU per frame, flooded", cpu * 1e3, "ms", minimal_cpu * 1e3, cpu / minimal_cpu),
+        row(backend, f"{name}: against the bare preprocessing + call (no transport)", rate, "frames/s", 1 / bare_s,
+            rate * bare_s),
+    ]  # fmt: skip
 
 
 def row(backend, name, value, unit, reference=None, ratio=None, target="", met=None):

@@ -17,6 +17,7 @@ import rospy
 
 from ros_tensorflow.ros.ros_node import read_settings
 from ros_tensorflow.tf_free.samples import classify
+from ros_tensorflow.tf_free.streaming import GIL_SWITCH_INTERVAL_S
 from ros_tensorflow.tf_free.tasks import REGRESSION
 
 # What TensorFlow prints, before its log level applies, on a machine without a GPU: expected there.
@@ -85,6 +86,7 @@ if __name__ == "__main__":
     # Past a file-size limit (prlimit --fsize, ulimit -f) a write fails with EFBIG, reported like a full disk,
     # instead of the signal killing the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rospy.init_node("ros_tensorflow")
     try:
         read_settings("train")  # a bad parameter is said at once, not after seconds of importing TensorFlow

@@ -8,10 +8,7 @@ import sys
 import rospy
 
 from ros_tensorflow.ros.serve_interface import ServeInterface
-
-# Python hands the GIL to a waiting thread after 5 ms by default: the thread that receives camera frames and the one
-# that predicts them then wait on each other (240 frames/s against 540 with 0.5 ms, `make bench ROWS=serve`).
-GIL_SWITCH_INTERVAL_S = 0.0005
+from ros_tensorflow.tf_free.streaming import GIL_SWITCH_INTERVAL_S
 
 if __name__ == "__main__":
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)

@@ -140,6 +140,35 @@ def test_litert_answers_as_the_keras_cnn_for_images(k, converter):
     np.testing.assert_allclose(wrapper.predict(x), wrapper.model(x.astype(np.float32)).numpy(), atol=1e-5)
 
 
+class _Recording:
+    """A real interpreter that records the batch size of each call."""
+
+    def __init__(self, interpreter, size, sizes):
+        self._interpreter, self._size, self._sizes = interpreter, size, sizes
+
+    def invoke(self):
+        self._sizes.append(self._size)
+        self._interpreter.invoke()
+
+    def __getattr__(self, name):
+        return getattr(self._interpreter, name)
+
+
+def test_a_batch_is_split_rather_than_padded_by_more_than_an_eighth():
+    """A CNN computes the padding's zeros too: 5 frames are one call of 4 and one of 1, not a call of 8."""
+    model = build_classifier()
+    litert, sizes = LiteRtModel(to_tflite(model)), []
+    litert._interpreters = {
+        size: (_Recording(interpreter, size, sizes), *indices)
+        for size, (interpreter, *indices) in litert._interpreters.items()
+    }
+    for k, calls in ((5, [4, 1]), (15, [16]), (100, [64, 32, 4]), (256, [256]), (300, [256, 32, 8, 4])):
+        sizes.clear()
+        x = X[:k] if k <= len(X) else np.concatenate([X] * (k // len(X) + 1))[:k]
+        np.testing.assert_allclose(litert.predict(x.astype(np.float32)), model(x.astype(np.float32)).numpy(), atol=1e-5)
+        assert sizes == calls, k
+
+
 class _FirstChildHangs(ConverterProcess):
     """Its first child never answers (a converter stuck or about to be killed); later ones are real."""
 

@@ -81,6 +81,9 @@ class LiteRtModel:
             return np.concatenate([self.predict(x[i : i + self._largest]) for i in chunks])
         k = len(x)
         size = 1 << (k - 1).bit_length()
+        if (size - k) * 8 > size:  # over 1/8 padding: a CNN computes the zeros too (the camera was 0.7 x its floor)
+            half = size // 2
+            return np.concatenate([self.predict(x[:half]), self.predict(x[half:])])
         if size != k:
             x = np.concatenate([x, np.zeros((size - k, *x.shape[1:]), np.float32)])
         interpreter, input_index, output_index = self._interpreters[size]

@@ -5,6 +5,11 @@ import threading
 
 import numpy as np
 
+# Python hands the GIL to a waiting thread after 5 ms by default: the thread that receives camera frames and the one
+# that predicts them then wait on each other (the serving node's camera: 240 frames/s against 540 with 0.5 ms,
+# `make bench ROWS=serve`). Both nodes set it at start (README: Benchmark).
+GIL_SWITCH_INTERVAL_S = 0.0005
+
 
 class MicroBatcher:
     """Predicts queued inputs in batches on a worker thread and hands each input its own rows back.

@@ -267,12 +267,10 @@ class ModelKeeper:
 
     @contextlib.contextmanager
     def training(self):
-        """Hold the model for one training (waiting for one that runs); yields the wrapper to train."""
+        """Hold the model for one training (waiting for one that runs); yields the wrapper to train. What the goal
+        leaves behind is freed by its caller once the client has the result (free_released_memory)."""
         with self._training_lock:
-            try:
-                yield self.wrapper
-            finally:
-                free_released_memory()
+            yield self.wrapper
 
     def save(self, class_names=()):
         """Save now (write()); ModelBusyError while a training holds the model, ModelFileError if it cannot be."""
