@@ -48,6 +48,17 @@ def test_litert_answers_as_the_keras_model_for_any_batch_size(k, litert_wrapper)
     assert wrapper.served_by_litert == served_before + len(x)
 
 
+def test_an_evaluation_uses_the_served_litert_model_which_a_later_commit_does_not_change(litert_wrapper):
+    wrapper = litert_wrapper()
+    wrapper.train(X, Y, epochs=1)
+    assert wrapper.litert.wait_until_serving(wrapper.commit_count, 120)
+    trained = wrapper.model(X.astype(np.float32)).numpy()
+    predict, served_before = wrapper.served_predictor(), wrapper.served_by_litert
+    wrapper.train(X, 1 - Y, epochs=2)  # the evaluation's model stays the one served when it started
+    np.testing.assert_allclose(predict(X), trained, atol=1e-5)  # float64 in, as datasets give them
+    assert wrapper.served_by_litert == served_before, "not counted as served predictions"
+
+
 def test_one_interpreter_per_power_of_two_allocated_up_front():
     model = build_classifier()
     litert = LiteRtModel(to_tflite(model))

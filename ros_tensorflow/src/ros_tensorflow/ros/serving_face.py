@@ -227,7 +227,7 @@ class ServingFace:
         """A MicroBatcher from topic to deliver(prediction, tag, rows, model); each has its own Prediction to fill.
         One model predicts a whole batch, and its version goes with each of the batch's predictions."""
         prediction = Prediction()
-        used = [None]  # the model of the batch: predict and deliver run one after the other on the batcher's thread
+        used = [None]  # the model of the batch: predict and deliver run one after the other, never two at once
 
         def predict(samples):
             used[0] = model = self._model()
@@ -373,7 +373,7 @@ class ServingFace:
             rospy.logwarn_throttle(5, f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
 
     def _publish_prediction(self, prediction, stamp_or_header, rows, model):
-        """On a batcher's one thread, with that batcher's message (publish serialises it at once): building a
+        """With the batcher's own message, one call at a time (publish serialises it at once): building a
         Prediction with its Header and Time costs more than filling one in."""
         fill_prediction(prediction, rows, self.class_names(model), model.version)
         if isinstance(stamp_or_header, rospy.Time):  # ~input: when it was received
