@@ -45,6 +45,15 @@ def test_cancel_stops_at_the_end_of_the_running_batch():
     assert epochs.epochs_completed == 1, "the epoch cut short is not counted"
 
 
+def test_a_cancel_during_an_epochs_end_stops_before_the_next_epoch():
+    counter = BatchCounter()  # never by batch
+    epochs = EpochEndReporter(lambda i_epoch, metrics: counter.cancel_requested.set())  # at the first epoch's end
+    cancel = CancelOnRequest(counter.cancel_requested.is_set)
+    ModelWrapper().train(X, Y, epochs=5, batch_size=32, callbacks=[counter, epochs, cancel])
+    assert cancel.cancelled and epochs.epochs_completed == 1
+    assert counter.batches == epochs.batches_per_epoch, "no batch of the second epoch ran"
+
+
 def test_cancel_with_validation_stops_too():
     counter = BatchCounter(cancel_at=3)
     cancel = CancelOnRequest(counter.cancel_requested.is_set)

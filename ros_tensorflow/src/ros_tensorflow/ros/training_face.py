@@ -22,7 +22,7 @@ from ros_tensorflow.tf_free.samples import request_limit, stored_samples_limit
 from ros_tensorflow.tf_free.tasks import CLASSIFICATION, METRICS, REGRESSION
 from ros_tensorflow.with_tf.model_keeper import ModelBusyError
 from ros_tensorflow.with_tf.persistence import ModelFileError
-from ros_tensorflow.with_tf.tf_context import free_released_memory
+from ros_tensorflow.with_tf.tf_context import settle_memory
 from ros_tensorflow.with_tf.training import ABORTED, PREEMPTED, SUCCEEDED, TrainingOutcome, TrainingRequest
 
 LOCKED = "is refused: ~allow_training is false (this model is locked against changes over ROS)"
@@ -235,9 +235,9 @@ class TrainingFace:
             ABORTED: self._train_server.set_aborted,
         }[outcome.state]
         finish(result, outcome.message)
-        # After the result, so that the client waits for neither: a collection after a goal takes ~100 ms (a
+        # After the result, so that the client waits for neither: a collection after a goal takes ~40 ms (a
         # cancel was 1 batch + 60 ms with it before the result, `make bench ROWS=training`).
-        free_released_memory()
+        settle_memory()
         if outcome.state == SUCCEEDED and outcome.history:
             self._publish_curves(outcome.history, outcome.version, outcome.best_epoch)
 

@@ -355,7 +355,7 @@ class ModelWrapper:
                     epochs=epochs,
                     batch_size=batch_size,
                     validation_split=validation_split,
-                    callbacks=[*callbacks, divergence, commit_each_epoch],
+                    callbacks=[divergence, commit_each_epoch, *callbacks],  # the caller's see the epoch served
                     verbose=0,
                 )
                 failed = False

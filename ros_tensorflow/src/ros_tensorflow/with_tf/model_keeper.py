@@ -42,7 +42,7 @@ from ros_tensorflow.with_tf.persistence import (
     load_model,
     save_model,
 )
-from ros_tensorflow.with_tf.tf_context import free_released_memory
+from ros_tensorflow.with_tf.tf_context import settle_memory
 
 
 class ModelBusyError(RuntimeError):
@@ -268,7 +268,7 @@ class ModelKeeper:
     @contextlib.contextmanager
     def training(self):
         """Hold the model for one training (waiting for one that runs); yields the wrapper to train. What the goal
-        leaves behind is freed by its caller once the client has the result (free_released_memory)."""
+        leaves behind is freed by its caller once the client has the result (settle_memory)."""
         with self._training_lock:
             yield self.wrapper
 
@@ -550,4 +550,4 @@ class ModelKeeper:
         previous, self.wrapper = self.wrapper, wrapper
         previous.close()
         del previous
-        free_released_memory()
+        settle_memory(model_replaced=True)

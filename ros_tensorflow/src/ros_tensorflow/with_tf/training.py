@@ -198,7 +198,7 @@ class Trainer:
                 epochs=request.epochs,
                 batch_size=request.batch_size or settings.batch_size,
                 validation_split=request.validation_split,
-                callbacks=[cancel, epochs, progress, *extra],
+                callbacks=[epochs, progress, *extra, cancel],  # cancel last: it asks at each epoch's end too
                 serve=settings.promote == "always",
             )
         except TrainingDiverged as diverged:
