@@ -18,7 +18,7 @@ from ros_tensorflow.tf_free.images import image_sample
 from ros_tensorflow.tf_free.litert import LiteRtModel
 
 SAMPLE = [0.5] * 10
-FLOOD_SENDERS = 2  # frame_flood.py processes: together they send more frames than a node takes
+FLOOD_SENDERS = 2  # flood.py processes: together they send more than a node takes
 HERE = pathlib.Path(__file__).resolve().parent
 
 
@@ -150,28 +150,50 @@ class TopicProbe:
             return None
         return (n - 1) / (self.received[n - 1] - self.received[0]), achieved
 
-    def flooded(self, pid, senders=FLOOD_SENDERS, duration=3.0):
-        """(outputs/s, CPU seconds of the process pid per output) while `senders` frame_flood.py processes send
-        frames as fast as the node's sockets take them: the node's own limit, not a sender's. The rate is taken
-        from the outputs' arrival times once the first tenth have come (the senders start one after the other)."""
-        self.received.clear()
-        before = cpu_seconds(pid)
-        argv = [
-            sys.executable,
-            str(HERE / "frame_flood.py"),
-            f"_topic:={self.pub.resolved_name}",
-            f"_duration:={duration}",
-        ]
+    def _flood(self, kind, senders, duration, rate=0.0):
+        """Messages sent by `senders` flood.py processes, started together, each at rate/senders msg/s (0: as fast
+        as the node's sockets take them)."""
+        argv = [sys.executable, str(HERE / "flood.py"), f"_topic:={self.pub.resolved_name}", f"_kind:={kind}"]
+        argv += [f"_duration:={duration}", f"_rate:={rate / senders}", f"_start_at:={time.time() + 3.0}"]
         floods = [subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True) for _ in range(senders)]
-        sent = sum(int(flood.communicate(timeout=60)[0] or 0) for flood in floods)
-        count = -1
-        while count != len(self.received):  # the node's queue drains
+        return sum(int(flood.communicate(timeout=60)[0] or 0) for flood in floods)
+
+    def _drained(self, timeout=60.0):
+        """The outputs once no more come for a second (the node's queue drains)."""
+        count, deadline = -1, time.monotonic() + timeout
+        while count != len(self.received) and time.monotonic() < deadline:
             count = len(self.received)
             time.sleep(1.0)
+        return count
+
+    def flooded(self, pid, kind="image", senders=FLOOD_SENDERS, duration=3.0):
+        """(outputs/s, CPU seconds of the process pid per output) while `senders` flood.py processes send `kind`
+        messages (image: camera frames, sample: the MLP's samples) as fast as the node's sockets take them: the
+        node's own limit, not a sender's. The rate is taken from the outputs' arrival times once the first tenth
+        have come."""
+        self.received.clear()
+        before = cpu_seconds(pid)
+        sent = self._flood(kind, senders, duration)
+        count = self._drained()
         cpu = cpu_seconds(pid) - before
-        assert count > 20 and sent > count / 2, f"{sent} frames sent, {count} answers"
+        assert count > 20 and sent > count / 2, f"{sent} sent, {count} answers"
         steady = self.received[count // 10 :]
         return (len(steady) - 1) / (steady[-1] - steady[0]), cpu / count
+
+    def sustained_by_senders(self, rates, kind="sample", senders=FLOOD_SENDERS, duration=2.0):
+        """The highest total rate (msg/s, as the senders achieved it) at which every input came back out, sent by
+        `senders` flood.py processes at the steps of rates, and whether they were the limit (fell short of a step
+        before the node dropped one)."""
+        best = 0.0
+        for rate in rates:
+            self.received.clear()
+            sent = self._flood(kind, senders, duration, rate)
+            if self._drained(timeout=10.0) < sent:
+                return best, False
+            best = max(best, sent / duration)
+            if sent < 0.9 * rate * duration:
+                return best, True
+        return best, True
 
     def cpu_per_message(self, pid, rate_hz=1000, duration=5.0):
         """CPU seconds (user + system, all threads, from /proc) the process pid spends per message at rate_hz."""
