@@ -84,8 +84,9 @@ def settle_memory(model_replaced=False):
     """The training node's free_released_memory, after a goal's result or a model replaced; what survives is then
     frozen. A first goal leaves the model's training functions and the optimizer's state (Keras's cycles) behind,
     alive: unfrozen, each automatic full collection of later goals scanned them, holding the GIL ~40 ms every second
-    or so (a cancel waited 54 ms for one, `make bench ROWS=training`). model_replaced: the replaced model was
-    frozen with the rest, so everything is scanned again first (~150 ms, once per reload) or its cycles would stay.
+    or so while predictions and a cancel waited (measured with gc.callbacks in the node; 3-16 ms with this).
+    model_replaced: the replaced model was frozen with the rest, so everything is scanned again first (~150 ms,
+    once per reload) or its cycles would stay.
     """
     if model_replaced:
         gc.unfreeze()
