@@ -18,6 +18,7 @@ from ros_tensorflow.tf_free.images import image_sample
 from ros_tensorflow.tf_free.litert import LiteRtModel
 
 SAMPLE = [0.5] * 10
+SUSTAINED_RATES = (1000, 2000, 4000, 6000, 8000, 10000, 12000, 15000, 20000, 30000, 40000)  # msg/s, in turn
 FLOOD_SENDERS = 2  # flood.py processes: together they send more than a node takes
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -128,12 +129,26 @@ class TopicProbe:
             return None
         return achieved
 
-    def sustained_rate(self, rates=(1000, 2000, 4000, 6000, 8000, 10000, 12000, 15000, 20000, 30000, 40000)):
-        """The highest rate achieved (msg/s) with every input coming back out, and whether the sender
-        (this process, sharing the machine with the node) was the limit rather than the node."""
+    def floods_keep_up(self, rate_hz, duration=2.0, drain=10.0, kind="sample", senders=FLOOD_SENDERS):
+        """keeps_up, sent by `senders` flood.py processes instead of this one: the rate they achieved together,
+        if every input came back out within drain s, else None."""
+        self.received.clear()
+        sent = self._flood(kind, senders, duration, rate_hz)
+        try:
+            wait_for(lambda: len(self.received) >= sent, drain, "all outputs")
+        except AssertionError:
+            return None
+        return sent / duration
+
+    def sustained_rate(self, rates=SUSTAINED_RATES, senders=0):
+        """The highest rate achieved (msg/s) with every input coming back out, and whether the sender was the limit
+        rather than the node: this process, sharing the machine with the node (senders=0), or `senders` flood.py
+        processes (floods_keep_up)."""
         best = 0.0
         for rate in rates:
-            achieved = self.keeps_up(rate, max(1.0, 20 / rate))
+            achieved = (
+                self.floods_keep_up(rate, senders=senders) if senders else self.keeps_up(rate, max(1.0, 20 / rate))
+            )
             if achieved is None:
                 return best, False
             best = max(best, achieved)
@@ -158,9 +173,9 @@ class TopicProbe:
         floods = [subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True) for _ in range(senders)]
         return sum(int(flood.communicate(timeout=60)[0] or 0) for flood in floods)
 
-    def _drained(self, timeout=60.0):
-        """The outputs once no more come for a second (the node's queue drains)."""
-        count, deadline = -1, time.monotonic() + timeout
+    def _drained(self):
+        """The outputs once no more come for a second (the node's queue drains), within a minute."""
+        count, deadline = -1, time.monotonic() + 60.0
         while count != len(self.received) and time.monotonic() < deadline:
             count = len(self.received)
             time.sleep(1.0)
@@ -179,21 +194,6 @@ class TopicProbe:
         assert count > 20 and sent > count / 2, f"{sent} sent, {count} answers"
         steady = self.received[count // 10 :]
         return (len(steady) - 1) / (steady[-1] - steady[0]), cpu / count
-
-    def sustained_by_senders(self, rates, kind="sample", senders=FLOOD_SENDERS, duration=2.0):
-        """The highest total rate (msg/s, as the senders achieved it) at which every input came back out, sent by
-        `senders` flood.py processes at the steps of rates, and whether they were the limit (fell short of a step
-        before the node dropped one)."""
-        best = 0.0
-        for rate in rates:
-            self.received.clear()
-            sent = self._flood(kind, senders, duration, rate)
-            if self._drained(timeout=10.0) < sent:
-                return best, False
-            best = max(best, sent / duration)
-            if sent < 0.9 * rate * duration:
-                return best, True
-        return best, True
 
     def cpu_per_message(self, pid, rate_hz=1000, duration=5.0):
         """CPU seconds (user + system, all threads, from /proc) the process pid spends per message at rate_hz."""

@@ -150,9 +150,8 @@ def camera_rows(work_dir):
     (flooded_camera_rows). Both keep every frame (the node's ~image_queue_size as deep as the minimal node's socket):
     with the default, 1, the node drops a frame whenever two arrive during one prediction, as a camera's consumer
     should."""
-    model = build_classifier(CAMERA_SHAPE, 2)
     model_path = work_dir / "camera.tflite"
-    model_path.write_bytes(to_tflite(model))
+    model_path.write_bytes(to_tflite(build_classifier(CAMERA_SHAPE, 2)))
     serving = start_serving("bench_camera", work_dir, f"_model_path:={model_path}", "_image_queue_size:=1000")
     minimal = subprocess.Popen(
         [SERVE_PYTHON, str(HERE / "echo_node.py"), "__name:=model_echo", "_type:=image", f"_model_path:={model_path}"],
