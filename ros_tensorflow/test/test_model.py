@@ -9,7 +9,7 @@ import pytest
 
 from ros_tensorflow.tf_free.datasets import make_synthetic
 from ros_tensorflow.tf_free.samples import classify
-from ros_tensorflow.with_tf.model import ModelWrapper, build_classifier
+from ros_tensorflow.with_tf.model import ModelWrapper, build_classifier, shuffled_batches
 
 
 def run_in_thread(function):
@@ -47,6 +47,20 @@ def test_train_and_predict_from_another_thread_learn_the_synthetic_data():
     classes, confidences = classify(run_in_thread(lambda: wrapper.predict(x_test)))
     assert (classes == y_test).mean() > 0.9
     assert np.all((confidences >= 0.5) & (confidences <= 1.0))
+
+
+def test_each_epoch_of_the_training_batches_has_every_sample_once_in_a_new_order():
+    x, y = np.arange(10, dtype=np.float32).reshape(10, 1) * 10, np.arange(10)
+    batches = iter(shuffled_batches(x, y, batch_size=4))
+    epochs = []
+    for _ in range(5):
+        epoch = [next(batches) for _ in range(3)]  # 4 + 4 + 2: one epoch's batches, its last one short
+        assert [len(batch_y) for _, batch_y in epoch] == [4, 4, 2]
+        for batch_x, batch_y in epoch:
+            np.testing.assert_array_equal(batch_x.numpy()[:, 0], batch_y.numpy() * 10)  # each sample with its label
+        epochs.append(tuple(np.concatenate([batch_y.numpy() for _, batch_y in epoch])))
+    assert all(sorted(order) == list(range(10)) for order in epochs)
+    assert len(set(epochs)) > 1  # all five alike: 1 in (10!)^4
 
 
 @pytest.mark.parametrize("k", [1, 5, 300])
