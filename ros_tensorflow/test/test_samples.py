@@ -29,6 +29,10 @@ from ros_tensorflow.tf_free.samples import (
         (np.zeros((0, 10)), "shape (k, 10)"),
         ([1e39] + [0.0] * 9, "outside float32's range"),
         ([1e308] * 3 + [0.0] * 7, "outside float32's range"),
+        ([0.0] * 9 + [-1e39], "outside float32's range"),
+        ([float("inf"), float("-inf")] + [0.0] * 8, "NaN or Inf"),
+        ([0.0] * 99 + [float("nan")], "NaN or Inf"),  # over 64 values: checked by numpy
+        ([0.0] * 99 + [-1e39], "outside float32's range"),
         (["1.0"] * 10, "input values must be numbers, got strings"),
     ],
 )

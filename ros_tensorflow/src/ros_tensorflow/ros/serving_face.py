@@ -132,6 +132,7 @@ class ServingFace:
         self._batcher = self._stream_batcher("~input", settings.queue_size, self._publish_prediction)
         self._image_batcher = self._stream_batcher("~image", settings.image_queue_size, self._deliver_image)
         self.counters = Counters(lambda: self._batcher.dropped, lambda: self._image_batcher.dropped)
+        self._next_drop_warning = 0.0  # monotonic time
         image_topic = resolved("image")
         self._subscribers = [
             rospy.Subscriber("~input", numpy_msg(Float64MultiArray), self._handle_input, queue_size=None),
@@ -369,8 +370,11 @@ class ServingFace:
             self.counters.inputs_rejected += 1
             rospy.logwarn_throttle(5, f"dropped a malformed ~input message: {error}")
             return
-        if self._batcher.submit(received, samples):
-            rospy.logwarn_throttle(5, f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
+        if self._batcher.submit(received, samples) and time.monotonic() >= self._next_drop_warning:
+            # not rospy.logwarn_throttle: it looks up its caller on every call, a quarter of the node's time in a
+            # flood of ~input that makes it drop (py-spy)
+            self._next_drop_warning = time.monotonic() + 5.0
+            rospy.logwarn(f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
 
     def _publish_prediction(self, prediction, stamp_or_header, rows, model):
         """With the batcher's own message, one call at a time (publish serialises it at once): building a

@@ -110,7 +110,7 @@ class MicroBatcher:
     def _predict_and_deliver(self, batch):
         """One call for the batch; if it fails, one call per input, so a bad input loses only its own rows."""
         try:
-            rows = self._predict(np.concatenate([samples for _, samples in batch]))
+            rows = self._predict(batch[0][1] if len(batch) == 1 else np.concatenate([s for _, s in batch]))
         except Exception as error:  # noqa: BLE001 - the stream must outlive a failed call
             if len(batch) == 1:
                 self._on_error(error)
