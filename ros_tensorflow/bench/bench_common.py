@@ -18,7 +18,7 @@ from ros_tensorflow.tf_free.images import image_sample
 from ros_tensorflow.tf_free.litert import LiteRtModel
 
 SAMPLE = [0.5] * 10
-SUSTAINED_RATES = (1000, 2000, 4000, 6000, 8000, 10000, 12000, 15000, 20000, 30000, 40000)  # msg/s, in turn
+SUSTAINED_RATES = (10000, 15000, 20000, 25000, 30000, 35000, 40000, 45000, 50000, 55000, 60000, 70000, 80000, 100000)
 FLOOD_SENDERS = 2  # flood.py processes: together they send more than a node takes
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -129,26 +129,24 @@ class TopicProbe:
             return None
         return achieved
 
-    def floods_keep_up(self, rate_hz, duration=2.0, drain=10.0, kind="sample", senders=FLOOD_SENDERS):
+    def floods_keep_up(self, rate_hz, duration=2.0, drain=0.5, kind="sample", senders=FLOOD_SENDERS):
         """keeps_up, sent by `senders` flood.py processes instead of this one: the rate they achieved together,
-        if every input came back out within drain s, else None."""
+        if every input came back out within drain s of the last one sent, else None."""
         self.received.clear()
-        sent = self._flood(kind, senders, duration, rate_hz)
+        sent, last_sent = self._flood(kind, senders, duration, rate_hz)
         try:
-            wait_for(lambda: len(self.received) >= sent, drain, "all outputs")
+            wait_for(lambda: len(self.received) >= sent, last_sent + drain - time.time(), "all outputs")
         except AssertionError:
             return None
         return sent / duration
 
-    def sustained_rate(self, rates=SUSTAINED_RATES, senders=0):
-        """The highest rate achieved (msg/s) with every input coming back out, and whether the sender was the limit
-        rather than the node: this process, sharing the machine with the node (senders=0), or `senders` flood.py
-        processes (floods_keep_up)."""
+    def sustained_rate(self, rates=SUSTAINED_RATES, senders=FLOOD_SENDERS):
+        """The highest rate (msg/s) that `senders` flood.py processes achieved together with every input coming
+        back out by half a second after the last was sent (floods_keep_up): a node that falls behind, queueing
+        what it cannot answer yet, does not keep up. And whether the senders were the limit rather than the node."""
         best = 0.0
         for rate in rates:
-            achieved = (
-                self.floods_keep_up(rate, senders=senders) if senders else self.keeps_up(rate, max(1.0, 20 / rate))
-            )
+            achieved = self.floods_keep_up(rate, senders=senders)
             if achieved is None:
                 return best, False
             best = max(best, achieved)
@@ -166,12 +164,13 @@ class TopicProbe:
         return (n - 1) / (self.received[n - 1] - self.received[0]), achieved
 
     def _flood(self, kind, senders, duration, rate=0.0):
-        """Messages sent by `senders` flood.py processes, started together, each at rate/senders msg/s (0: as fast
-        as the node's sockets take them)."""
+        """(messages sent, wall-clock time of the last) by `senders` flood.py processes, started together, each at
+        rate/senders msg/s (0: as fast as the node's sockets take them)."""
         argv = [sys.executable, str(HERE / "flood.py"), f"_topic:={self.pub.resolved_name}", f"_kind:={kind}"]
         argv += [f"_duration:={duration}", f"_rate:={rate / senders}", f"_start_at:={time.time() + 3.0}"]
         floods = [subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True) for _ in range(senders)]
-        return sum(int(flood.communicate(timeout=60)[0] or 0) for flood in floods)
+        counts_and_ends = [flood.communicate(timeout=60)[0].split() for flood in floods]
+        return sum(int(count) for count, _ in counts_and_ends), max(float(end) for _, end in counts_and_ends)
 
     def _drained(self):
         """The outputs once no more come for a second (the node's queue drains), within a minute."""
@@ -184,15 +183,16 @@ class TopicProbe:
     def flooded(self, pid, kind="image", senders=FLOOD_SENDERS, duration=3.0):
         """(outputs/s, CPU seconds of the process pid per output) while `senders` flood.py processes send `kind`
         messages (image: camera frames, sample: the MLP's samples) as fast as the node's sockets take them: the
-        node's own limit, not a sender's. The rate is taken from the outputs' arrival times once the first tenth
-        have come."""
+        node's own limit, not a sender's. The rate is that of the outputs that came while the senders sent, once
+        the first tenth had come: what a node queued to answer later does not count."""
         self.received.clear()
         before = cpu_seconds(pid)
-        sent = self._flood(kind, senders, duration)
+        sent, last_sent = self._flood(kind, senders, duration)
+        last_sent += time.perf_counter() - time.time()  # as the outputs' times
         count = self._drained()
         cpu = cpu_seconds(pid) - before
-        assert count > 20 and sent > count / 2, f"{sent} sent, {count} answers"
-        steady = self.received[count // 10 :]
+        steady = [t for t in self.received[count // 10 :] if t <= last_sent]
+        assert len(steady) > 20 and sent > count / 2, f"{sent} sent, {count} answers, {len(steady)} while sending"
         return (len(steady) - 1) / (steady[-1] - steady[0]), cpu / count
 
     def cpu_per_message(self, pid, rate_hz=1000, duration=5.0):

@@ -2,9 +2,10 @@
 """Benchmark floor: republishes every ~input message on ~output, unchanged, published as the node does.
 
 _type:=image echoes sensor_msgs/Image (the camera rows' floor) instead of Float64MultiArray. With _model_path:=a
-.tflite of images it is the camera rows' minimal hand-written node instead: the bare preprocessing and LiteRT call of
-each frame, as the node makes them, and the model's output published as a Float64MultiArray (no checks, no
-batching, on rospy's receiving thread).
+.tflite it is a minimal hand-written node instead, the floor of rows that predict: the bare LiteRT call of each
+message (of a frame: the bare preprocessing first, as the node makes it; of a Float64MultiArray: its values as one
+sample) and the model's output published as a Float64MultiArray (no checks, no batching, on rospy's receiving
+thread).
 """
 
 import warnings
@@ -20,8 +21,8 @@ def publisher(msg_type):
         return rospy.Publisher("~output", msg_type, queue_size=None)
 
 
-def model_call(model_path):
-    """A callback that publishes the model's output for each frame, as bare as it comes."""
+def model_call(model_path, msg_type):
+    """A callback that publishes the model's output for each message, as bare as it comes."""
     import numpy as np
 
     from ros_tensorflow.tf_free.images import image_sample
@@ -31,8 +32,13 @@ def model_call(model_path):
         model = LiteRtModel(file.read())
     pub, output = publisher(Float64MultiArray), Float64MultiArray()
 
-    def call_then_publish(frame):
-        output.data = model.predict(image_sample(frame, model.input_shape).astype(np.float32))[0].tolist()
+    def sample_of(msg):
+        if msg_type is Image:
+            return image_sample(msg, model.input_shape).astype(np.float32)
+        return np.array(msg.data, np.float32).reshape(1, *model.input_shape)
+
+    def call_then_publish(msg):
+        output.data = model.predict(sample_of(msg))[0].tolist()
         pub.publish(output)
 
     return call_then_publish
@@ -42,6 +48,6 @@ if __name__ == "__main__":
     rospy.init_node("echo")
     msg_type = Image if rospy.get_param("~type", "") == "image" else Float64MultiArray
     model_path = rospy.get_param("~model_path", "")
-    handle = model_call(model_path) if model_path else publisher(msg_type).publish
+    handle = model_call(model_path, msg_type) if model_path else publisher(msg_type).publish
     rospy.Subscriber("~input", msg_type, handle, queue_size=None, buff_size=2**26)
     rospy.spin()

@@ -6,7 +6,8 @@ MLP (std_msgs/Float64MultiArray). A rospy publisher in the benchmark's own proce
 answers) serialises each message and sent about 500 frames/s on 2 cores: a node that kept up with it was measured
 at its sender's limit. Several of these, each a process of its own, send more than a node takes. Sends for
 ~duration seconds at ~rate messages/s (0: as fast as the socket takes them) once ~subscribers subscribers are
-connected and wall-clock time ~start_at has come, then prints the number of messages sent.
+connected and wall-clock time ~start_at has come, then prints the number of messages sent and the wall-clock time
+the last was.
 """
 
 import io
@@ -54,4 +55,4 @@ if __name__ == "__main__":
             sent += 1
         if rate:
             time.sleep(0.001)
-    print(sent, flush=True)
+    print(sent, time.time(), flush=True)
