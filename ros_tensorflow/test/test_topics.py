@@ -38,11 +38,13 @@ def test_stream_answers_each_input_in_order_with_the_services_predictions(launch
     stream = Stream()
     predict = rospy.ServiceProxy("/predict", Predict)
     inputs = [make_synthetic(n_samples=k, seed=k)[0] for k in (1, 4, 2, 1, 3) * 20]
+    first_sent = rospy.Time.now()
     for x in inputs:
         stream.send(x.ravel())
     wait_for(lambda: len(stream.predictions) == len(inputs), 60, "one prediction per input")
-    stamps = [p.header.stamp for p in stream.predictions]
-    assert stamps == sorted(stamps) and stamps[0] > rospy.Time(0)
+    stamps = [p.header.stamp for p in stream.predictions]  # when the node received each input
+    assert first_sent <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= rospy.Time.now()
+    assert {p.header.frame_id for p in stream.predictions} == {""}
     for x, prediction in zip(inputs, stream.predictions, strict=True):
         answer = predict(x.ravel().tolist())
         assert list(prediction.classes) == list(answer.classes)

@@ -133,6 +133,10 @@ class ServingFace:
         self._image_batcher = self._stream_batcher("~image", settings.image_queue_size, self._deliver_image)
         self.counters = Counters(lambda: self._batcher.dropped, lambda: self._image_batcher.dropped)
         self._next_drop_warning = 0.0  # monotonic time
+        self._request_limit_of = None, 0  # (max_request_samples, input_shape), the limit
+        # ~input's receive times as integer nanoseconds, set into the Prediction's own stamp when published: a
+        # rospy.Time built per message was a sixth of the node's time in a flood (py-spy). Simulated time: Times.
+        self._wallclock = rospy.rostime.is_wallclock()
         image_topic = resolved("image")
         self._subscribers = [
             rospy.Subscriber("~input", numpy_msg(Float64MultiArray), self._handle_input, queue_size=None),
@@ -247,7 +251,12 @@ class ServingFace:
         return batcher
 
     def _request_limit(self, model):
-        return request_limit(self._settings_of().max_request_samples, model.input_shape)
+        """request_limit, worked out again only when the model's input or ~max_request_samples changes: ~input
+        asks for it with every message."""
+        key = (self._settings_of().max_request_samples, model.input_shape)
+        if self._request_limit_of[0] != key:
+            self._request_limit_of = key, request_limit(*key)
+        return self._request_limit_of[1]
 
     def _handle_predict(self, request):
         try:
@@ -361,7 +370,7 @@ class ServingFace:
         self._annotated_pub.publish(rgb_image(picture, header))
 
     def _handle_input(self, msg):
-        received = rospy.Time.now()
+        received = time.time_ns() if self._wallclock else rospy.get_rostime()
         self.counters.inputs_received += 1
         try:
             model = self._rows_model()
@@ -380,7 +389,10 @@ class ServingFace:
         """With the batcher's own message, one call at a time (publish serialises it at once): building a
         Prediction with its Header and Time costs more than filling one in."""
         fill_prediction(prediction, rows, self.class_names(model), model.version)
-        if isinstance(stamp_or_header, rospy.Time):  # ~input: when it was received
+        if isinstance(stamp_or_header, int):  # ~input: when it was received, in ns (wall-clock time)
+            stamp = prediction.header.stamp  # the ~input batcher's own, never shared
+            stamp.secs, stamp.nsecs = divmod(stamp_or_header, 1_000_000_000)
+        elif isinstance(stamp_or_header, rospy.Time):  # ~input on simulated time
             prediction.header.stamp, prediction.header.frame_id = stamp_or_header, ""
         else:  # an image's header, stamp and frame_id unchanged
             prediction.header.stamp, prediction.header.frame_id = stamp_or_header.stamp, stamp_or_header.frame_id
