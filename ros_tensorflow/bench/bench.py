@@ -7,7 +7,6 @@ Not a test: it checks no correctness and fails on nothing. It shares ros_process
 integration tests: `make bench` puts ros_tensorflow/test on PYTHONPATH.
 """
 
-import contextlib
 import json
 import os
 import pathlib
@@ -31,6 +30,7 @@ from bench_common import (
     bare_camera_call,
     camera_frame,
     flooded_camera_rows,
+    minimal_sample_node,
     no_collection_here,
     on_one_core,
     p50_ms,
@@ -291,28 +291,6 @@ def run_backend(backend, helpers):
         node.stop()
 
 
-@contextlib.contextmanager
-def minimal_sample_node():
-    """A TopicProbe of the stream's minimal hand-written node, and its pid (bench/echo_node.py with the node's
-    architecture as LiteRT): receive a sample, call the model, publish its output; no checks, no batching."""
-    work_dir = pathlib.Path(tempfile.mkdtemp(prefix="bench_minimal_"))
-    (work_dir / "mlp.tflite").write_bytes(to_tflite(build_classifier()))
-    argv = [
-        sys.executable,
-        str(HERE / "echo_node.py"),
-        "__name:=sample_model_echo",
-        f"_model_path:={work_dir / 'mlp.tflite'}",
-    ]
-    node = subprocess.Popen(argv, start_new_session=True)
-    try:
-        probe = TopicProbe(
-            "/sample_model_echo", "/sample_model_echo/input", "/sample_model_echo/output", Float64MultiArray
-        )
-        yield probe, node.pid
-    finally:
-        stop_process_group(node)
-
-
 def measure(backend, client, diagnostics, helper_pids, echo_pid):
     rows = []
 
@@ -336,7 +314,9 @@ def measure(backend, client, diagnostics, helper_pids, echo_pid):
     if echo_cpu and our_cpu:
         ratio = our_cpu / echo_cpu
         add("topic: CPU per message at 1 kHz", our_cpu * 1e6, "us", echo_cpu * 1e6, ratio, "<= 2 x echo", ratio <= 2)
-    with minimal_sample_node() as (minimal, minimal_pid):
+    model_path = pathlib.Path(tempfile.mkdtemp(prefix="bench_minimal_")) / "mlp.tflite"
+    model_path.write_bytes(to_tflite(build_classifier()))
+    with minimal_sample_node(sys.executable, model_path) as (minimal, minimal_pid):
         (our_rate, ours_limited), (minimal_rate, minimal_limited) = stream.sustained_rate(), minimal.sustained_rate()
         ratio = our_rate / minimal_rate
         add(f"topic: sustained rate from {FLOOD_SENDERS} sender processes", our_rate, "msg/s", minimal_rate, ratio,
@@ -350,7 +330,6 @@ def measure(backend, client, diagnostics, helper_pids, echo_pid):
         add("topic: answered while flooded (as fast as the sockets take them)", our_rate, "msg/s", minimal_rate,
             our_rate / minimal_rate)  # fmt: skip
         add("topic: CPU per message, flooded", our_cpu * 1e6, "us", minimal_cpu * 1e6, our_cpu / minimal_cpu)
-        minimal.close()
     Client("/ros_tensorflow", timeout=30).update_configuration({"queue_size": 100})
     add("topic: sustained rate, ~queue_size 100 (the default), no drops", stream.sustained_rate()[0], "msg/s")
     echo_latency, our_latency = percentiles_ms(echo.latency()), percentiles_ms(stream.latency())

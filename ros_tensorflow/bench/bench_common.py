@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import rospy
-from ros_processes import node_sends_to, wait_for
+from ros_processes import node_sends_to, stop_process_group, wait_for
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 
@@ -140,19 +140,33 @@ class TopicProbe:
             return None
         return sent / duration
 
-    def sustained_rate(self, rates=SUSTAINED_RATES, senders=FLOOD_SENDERS):
+    def sustained_rate(self, rates=SUSTAINED_RATES, senders=FLOOD_SENDERS, halvings=3):
         """The highest rate (msg/s) that `senders` flood.py processes achieved together with every input coming
         back out by half a second after the last was sent (floods_keep_up): a node that falls behind, queueing
-        what it cannot answer yet, does not keep up. And whether the senders were the limit rather than the node."""
-        best = 0.0
+        what it cannot answer yet, does not keep up. And whether the senders were the limit rather than the node.
+        Rates are tried in turn up to the first the node misses, then halfway between that and the last it kept
+        up with, `halvings` times: the steps between rates are wider than the differences measured."""
+        kept_up, best = 0.0, 0.0
         for rate in rates:
             achieved = self.floods_keep_up(rate, senders=senders)
             if achieved is None:
-                return best, False
-            best = max(best, achieved)
+                missed = rate
+                break
+            kept_up, best = rate, max(best, achieved)
             if achieved < 0.9 * rate:
                 return best, True
-        return best, True
+        else:
+            return best, True
+        for _ in range(halvings):
+            rate = (kept_up + missed) / 2
+            achieved = self.floods_keep_up(rate, senders=senders)
+            if achieved is None:
+                missed = rate
+                continue
+            kept_up, best = rate, max(best, achieved)
+            if achieved < 0.9 * rate:
+                return best, True
+        return best, False
 
     def overloaded_rate(self, rate_hz, duration=2.0):
         """(outputs/s, inputs/s sent) while sent more than the node can do: its own limit, not the sender's, as
@@ -217,6 +231,23 @@ class TopicProbe:
     def close(self):
         self.sub.unregister()
         self.pub.unregister()
+
+
+@contextlib.contextmanager
+def minimal_sample_node(python, model_path):
+    """A TopicProbe of the stream's minimal hand-written node, and its pid: bench/echo_node.py run by python with
+    the .tflite model_path, which receives a sample, calls the model and publishes its output; no checks, no
+    batching."""
+    argv = [python, str(HERE / "echo_node.py"), "__name:=sample_model_echo", f"_model_path:={model_path}"]
+    node = subprocess.Popen(argv, start_new_session=True)
+    try:
+        probe = TopicProbe(
+            "/sample_model_echo", "/sample_model_echo/input", "/sample_model_echo/output", Float64MultiArray
+        )
+        yield probe, node.pid
+        probe.close()
+    finally:
+        stop_process_group(node)
 
 
 def camera_frame():

@@ -16,12 +16,14 @@ import roslib.packages
 import rospy
 import rosservice
 from bench_common import (
+    FLOOD_SENDERS,
     SAMPLE,
     TopicProbe,
     alternating_p50s_ms,
     bare_camera_call,
     camera_frame,
     flooded_camera_rows,
+    minimal_sample_node,
     p50_ms,
     percentiles_ms,
     row,
@@ -141,6 +143,31 @@ def predict_rows(work_dir, model_path):
         row("serve", "serving node /predict p50 (on one core)", ours, "ms", floor, ours / floor,
             "<= 1.2 x minimal LiteRT service", ours / floor <= 1.2),
         row("serve", "  against the trivial service", ours, "ms", trivial, ours / trivial),
+    ]  # fmt: skip
+
+
+def stream_rows(work_dir, model_path):
+    """~input's sustained rate from FLOOD_SENDERS sender processes (TopicProbe.sustained_rate): the serving node,
+    keeping every input as the minimal node does, against the minimal node (bench/echo_node.py in the same venv,
+    the same model)."""
+    serving = start_serving("bench_stream", work_dir, f"_model_path:={model_path}", "_queue_size:=100000")
+    try:
+        wait_for(lambda: answers("/bench_stream/predict"), 60, "the serving node")
+        ours = TopicProbe(
+            "/bench_stream/ros_tensorflow",
+            "/bench_stream/ros_tensorflow/input",
+            "/bench_stream/ros_tensorflow/prediction",
+            Prediction,
+        )
+        with minimal_sample_node(SERVE_PYTHON, model_path) as (minimal, _):
+            (rate, _), (minimal_rate, _) = ours.sustained_rate(), minimal.sustained_rate()
+        ours.close()
+    finally:
+        stop_process_group(serving)
+    return [
+        row("serve", f"serving node topic: sustained rate from {FLOOD_SENDERS} sender processes", rate, "msg/s",
+            minimal_rate, rate / minimal_rate, ">= 0.9 x minimal node (receive, call, publish)",
+            rate / minimal_rate >= 0.9),
     ]  # fmt: skip
 
 
@@ -291,6 +318,7 @@ def serving_rows():
     return [
         *memory_and_start_rows(work_dir, model_path),
         *predict_rows(work_dir, model_path),
+        *stream_rows(work_dir, model_path),
         *camera_rows(work_dir),
         *swap_rows(work_dir),
         *signing_rows(work_dir),
