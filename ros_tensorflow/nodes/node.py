@@ -72,7 +72,7 @@ def main_loop_demo(interface):
             break
 
 
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
 
 if __name__ == "__main__":
     # rospy serves every service connection on a new thread, and glibc gives threads malloc arenas of their own
@@ -83,6 +83,10 @@ if __name__ == "__main__":
     # default glibc raises that threshold to the largest buffer freed, and the heap kept what million-value messages
     # left: hostile input grew the node 26 MB after warm-up (9-12 MB with this; `make stress SCENARIOS=fuzz`).
     libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    # Setting that also fixed the top of each heap that glibc gives back to the system at 128 KiB: every camera
+    # frame's buffers were then given back and faulted in again (450-590 page faults a frame against the minimal
+    # node's 230-460, 1.2 x its CPU per frame; README: Benchmark). Up to 16 MiB a heap stays.
+    libc.mallopt(M_TRIM_THRESHOLD, 16 << 20)
     # Past a file-size limit (prlimit --fsize, ulimit -f) a write fails with EFBIG, reported like a full disk,
     # instead of the signal killing the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
