@@ -9,13 +9,14 @@ import threading
 import time
 import xmlrpc.client
 
-import actionlib
 import rosgraph
 import rosnode
 import rospy
 import rosservice
 from diagnostic_msgs.msg import DiagnosticArray
 from ros_tensorflow_msgs.msg import TrainAction
+
+from ros_tensorflow.ros.tfctl import SimpleActionClient
 
 
 class WaitTimeout(AssertionError):
@@ -65,7 +66,7 @@ def node_receives_from_us(*topics, node="/ros_tensorflow"):
 
 def action_client(name, action, node="/ros_tensorflow", timeout=60):
     """A SimpleActionClient of the node's action `name`, once the node takes our goals and cancels."""
-    client = actionlib.SimpleActionClient(name, action)
+    client = SimpleActionClient(name, action)  # actionlib's without its race on goals refused at once
     assert client.wait_for_server(rospy.Duration(timeout)), f"no {name} action server"
     wait_for(lambda: node_receives_from_us(f"{name}/goal", f"{name}/cancel", node=node), timeout, f"{name}/goal")
     return client

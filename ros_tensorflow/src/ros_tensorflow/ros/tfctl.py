@@ -7,7 +7,9 @@ node to confirm. The exit status is 0 only for a goal that SUCCEEDED or an answe
 import argparse
 import math
 import pathlib
+import signal
 import sys
+import threading
 import time
 
 import actionlib
@@ -73,24 +75,52 @@ def _is_serving_node(node):
         return False
 
 
+class SimpleActionClient(actionlib.SimpleActionClient):
+    """actionlib's, without its race: a goal's first transitions can arrive before send_goal has stored the goal's
+    handle, and were dropped ("a goal handle that we're not tracking"); a goal the node refused at once then
+    never ended for the client. They now wait for send_goal to return."""
+
+    def __init__(self, *args, **kwargs):
+        self._sending = threading.RLock()
+        super().__init__(*args, **kwargs)
+
+    def send_goal(self, *args, **kwargs):
+        with self._sending:
+            super().send_goal(*args, **kwargs)
+
+    def _handle_transition(self, gh):
+        with self._sending:
+            super()._handle_transition(gh)
+
+    def _handle_feedback(self, gh, feedback):
+        with self._sending:
+            super()._handle_feedback(gh, feedback)
+
+
 def _client(node, name, action, timeout):
     _wait_for_node(node, [("action", name)], timeout)
-    client = actionlib.SimpleActionClient(name, action)
+    client = SimpleActionClient(name, action)
     if not client.wait_for_server(rospy.Duration(timeout)):
         raise SystemExit(f"tfctl: the action server {name} of {node} does not answer")
     return client
 
 
 def _run_goal(client, goal, on_feedback):
-    """Send goal and wait for its result; Ctrl-C cancels it and waits for the node to end it. Returns the state."""
-    client.send_goal(goal, feedback_cb=on_feedback)
+    """Send goal and wait for its result; Ctrl-C cancels it and waits for the node to end it. Returns the state.
+    Ctrl-C only sets a flag: a KeyboardInterrupt raised inside actionlib's waiting could leave its lock held, and
+    tfctl hung there with the goal still running."""
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
     try:
+        client.send_goal(goal, feedback_cb=on_feedback)
         while not client.wait_for_result(rospy.Duration(0.1)):
-            pass
-    except KeyboardInterrupt:
-        tqdm.write("tfctl: cancelling the goal (Ctrl-C) ...", file=sys.stderr)
-        client.cancel_goal()
-        client.wait_for_result(rospy.Duration(60))
+            if interrupted.is_set():
+                tqdm.write("tfctl: cancelling the goal (Ctrl-C) ...", file=sys.stderr)
+                client.cancel_goal()
+                client.wait_for_result(rospy.Duration(60))
+                break
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return client.get_state()
 
 
