@@ -146,19 +146,17 @@ class TopicProbe:
         what it cannot answer yet, does not keep up. And whether the senders were the limit rather than the node.
         Rates are tried in turn up to the first the node misses, then halfway between that and the last it kept
         up with, `halvings` times: the steps between rates are wider than the differences measured."""
-        kept_up, best = 0.0, 0.0
-        for rate in rates:
-            achieved = self.floods_keep_up(rate, senders=senders)
-            if achieved is None:
-                missed = rate
-                break
-            kept_up, best = rate, max(best, achieved)
-            if achieved < 0.9 * rate:
-                return best, True
-        else:
-            return best, True
-        for _ in range(halvings):
-            rate = (kept_up + missed) / 2
+        kept_up, missed, best = 0.0, None, 0.0
+        steps = iter(rates)
+        while True:
+            if missed is None:  # stepping up the rates
+                rate = next(steps, None)
+                if rate is None:
+                    return best, True
+            elif halvings:
+                rate, halvings = (kept_up + missed) / 2, halvings - 1
+            else:
+                return best, False
             achieved = self.floods_keep_up(rate, senders=senders)
             if achieved is None:
                 missed = rate
@@ -166,7 +164,6 @@ class TopicProbe:
             kept_up, best = rate, max(best, achieved)
             if achieved < 0.9 * rate:
                 return best, True
-        return best, False
 
     def overloaded_rate(self, rate_hz, duration=2.0):
         """(outputs/s, inputs/s sent) while sent more than the node can do: its own limit, not the sender's, as

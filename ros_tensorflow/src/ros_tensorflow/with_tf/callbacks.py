@@ -34,8 +34,7 @@ class CancelOnRequest(keras.callbacks.Callback):
     Keras checks model.stop_training after every batch, so a cancel costs at
     most one batch. It is asked again at each epoch's end, as the last of the
     callbacks: a cancel that came during the epoch's end (the commit, the
-    feedback) stops before Keras prepares the next epoch (~25 ms, 30-100 ms in
-    the node: cancels took up to a batch + 70 ms, `make bench ROWS=training`).
+    feedback) stops there, not after the next epoch's first batch.
     """
 
     def __init__(self, should_stop):
