@@ -10,7 +10,7 @@ import numpy as np
 import rospy
 from bench_common import TopicProbe, alternating_p50s_ms, row
 from ros_processes import node_pid, stop_process_group, wait_for
-from ros_tensorflow_msgs.msg import Detections, Tensor
+from ros_tensorflow_msgs.msg import Tensor
 from ros_tensorflow_msgs.srv import PredictTensors
 from serving_bench import SERVE_PYTHON, start_serving
 
@@ -42,11 +42,9 @@ def detection_rows(work_dir):
             "/bench_detect/ros_tensorflow",
             "/bench_detect/ros_tensorflow/image",
             "/bench_detect/ros_tensorflow/detections",
-            Detections,
             frame,
         )
-        reference = TopicProbe("/minimal_detector", "/minimal_detector/input", "/minimal_detector/output",
-                               Detections, frame)  # fmt: skip
+        reference = TopicProbe("/minimal_detector", "/minimal_detector/input", "/minimal_detector/output", frame)
         rates = {"ours": [], "minimal": []}
         for _ in range(OVERLOAD_RUNS):  # alternating, so that both meet the same moments of the machine
             for name, probe in (("ours", ours), ("minimal", reference)):

@@ -49,5 +49,5 @@ if __name__ == "__main__":
     msg_type = Image if rospy.get_param("~type", "") == "image" else Float64MultiArray
     model_path = rospy.get_param("~model_path", "")
     handle = model_call(model_path, msg_type) if model_path else publisher(msg_type).publish
-    rospy.Subscriber("~input", msg_type, handle, queue_size=None, buff_size=2**26)
+    rospy.Subscriber("~input", msg_type, handle, queue_size=None, buff_size=2**26 if msg_type is Image else 65536)
     rospy.spin()

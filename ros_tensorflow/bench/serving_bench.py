@@ -30,9 +30,8 @@ from bench_common import (
     timed,
 )
 from ros_processes import Diagnostics, node_pid, stop_process_group, wait_for
-from ros_tensorflow_msgs.msg import Model, Prediction
+from ros_tensorflow_msgs.msg import Model
 from ros_tensorflow_msgs.srv import Predict
-from std_msgs.msg import Float64MultiArray
 
 from ros_tensorflow.tf_free.signing import Signer, generate_key_pair, load_trusted_keys, model_fields, verify
 from ros_tensorflow.with_tf.conversion import to_tflite
@@ -157,7 +156,6 @@ def stream_rows(work_dir, model_path):
             "/bench_stream/ros_tensorflow",
             "/bench_stream/ros_tensorflow/input",
             "/bench_stream/ros_tensorflow/prediction",
-            Prediction,
         )
         with minimal_sample_node(SERVE_PYTHON, model_path) as (minimal, _):
             (rate, _), (minimal_rate, _) = ours.sustained_rate(), minimal.sustained_rate()
@@ -191,12 +189,9 @@ def camera_rows(work_dir):
             "/bench_camera/ros_tensorflow",
             "/bench_camera/ros_tensorflow/image",
             "/bench_camera/ros_tensorflow/prediction",
-            Prediction,
             camera_frame(),
         )
-        reference = TopicProbe(
-            "/model_echo", "/model_echo/input", "/model_echo/output", Float64MultiArray, camera_frame()
-        )
+        reference = TopicProbe("/model_echo", "/model_echo/input", "/model_echo/output", camera_frame())
         bare_s = float(np.median(timed(bare_camera_call(model_path.read_bytes(), CAMERA_SHAPE), 200)))
         rows = flooded_camera_rows(
             "serve",

@@ -176,9 +176,9 @@ class ServingFace:
 
     def _rows_model(self):
         """The model, if it answers predict and ~input (a classifier or regression model); else ValueError."""
-        model = self._model()
-        if not model.output_dim:
-            model.predict_samples(None)  # an AnyModel: raises what it answers instead
+        model = self._model_of()
+        if model is None or not model.output_dim:  # one test of the two: ~input asks with every message
+            self._model().predict_samples(None)  # no model, or an AnyModel: raises what it answers instead
         return model
 
     def _frames_model(self):

@@ -221,7 +221,7 @@ class AnyModel:
         self.runner, self.task, self.signature = runner, task, signature
         self.tensor_inputs, self.tensor_outputs = list(runner.inputs), list(runner.outputs)
         main = self.tensor_inputs[max(signature.image_input, 0)]
-        self.input_shape = tuple(max(size, 1) for size in main.shape[1:])
+        self.input_shape = tuple(max(int(size), 1) for size in main.shape[1:])
         # A classifier or regression model in a file only TensorFlow's graph or LiteRT reads (.pb, .tflite)
         self.output_dim = int(self.tensor_outputs[0].shape[1]) if task in (CLASSIFICATION, REGRESSION) else 0
         self.input_dim = math.prod(self.input_shape)

@@ -11,6 +11,7 @@ import numpy as np
 from ros_tensorflow.tf_free.tasks import CLASSIFICATION, REGRESSION
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT64 = np.dtype(np.float64)  # a native array's dtype is this very object: `is` is the cheapest check of it
 MEMORY_BYTES = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -61,36 +62,40 @@ def as_samples(data, input_shape, max_samples=0):
     Values must be finite in float32, the model's dtype: 1e39 is finite in float64
     but Inf to the model, and would come back as NaN answers.
     """
-    shape = shape_of(input_shape)
+    # a model's input_shape is a tuple of ints already: shape_of's conversion would run for every message of a
+    # stream, whose latency is mostly such small costs (README: Benchmark)
+    shape = input_shape if type(input_shape) is tuple else shape_of(input_shape)
     size = math.prod(shape)
     x = data
-    if type(x) is not np.ndarray or x.dtype != np.float64:  # a numpy_msg's data is already one
+    if type(x) is not np.ndarray or x.dtype is not FLOAT64:  # a numpy_msg's data is already one
         x = np.asarray(numeric_array(x, "input values"), dtype=np.float64)
     if x.ndim == 1:
         if x.size == 0 or x.size % size:
             raise ValueError(f"expected k * {size} values (k >= 1 samples of {describe_shape(shape)}), got {x.size}")
-        x = x.reshape(-1, *shape)
+        flat, x = x, x.reshape(-1, *shape)
     elif x.shape[0] == 0 or x.shape[1:] != shape:
         raise ValueError(
             f"expected an array of shape (k, {', '.join(map(str, shape))}) with k >= 1, got shape {x.shape}"
         )
+    else:
+        flat = x.ravel()
     if max_samples and len(x) > max_samples:
         raise ValueError(f"{len(x)} samples in one request, more than ~max_request_samples allows ({max_samples})")
-    if not _in_float32_range(x):
+    if not _in_float32_range(flat):
         if not np.isfinite(x).all():
             raise ValueError("data contains NaN or Inf")
         raise ValueError(f"data contains values outside float32's range (|v| <= {FLOAT32_MAX:.4g}), the model's dtype")
     return x
 
 
-def _in_float32_range(x):
-    """Every value finite in float32. A stream's few values in plain Python: numpy's calls cost more there, and
-    the node's latency is mostly such calls (README: Benchmark). A finite sum has no NaN or Inf; one that
-    overflows is refused, rightly, since a value must then be beyond float32's range."""
-    if x.size <= 64:
-        values = x.ravel().tolist()
+def _in_float32_range(flat):
+    """Every value of a 1-D array finite in float32. A stream's few values in plain Python: numpy's calls cost more
+    there, and the node's latency is mostly such calls (README: Benchmark). A finite sum has no NaN or Inf; one
+    that overflows is refused, rightly, since a value must then be beyond float32's range."""
+    if flat.size <= 64:
+        values = flat.tolist()
         return math.isfinite(sum(values)) and -FLOAT32_MAX <= min(values) and max(values) <= FLOAT32_MAX
-    return np.abs(x).max() <= FLOAT32_MAX  # NaN is the max of an array with one, and fails this too
+    return np.abs(flat).max() <= FLOAT32_MAX  # NaN is the max of an array with one, and fails this too
 
 
 def as_labelled_samples(data, labels, input_shape, output_dim, max_samples=0):

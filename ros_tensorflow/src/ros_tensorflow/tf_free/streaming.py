@@ -105,7 +105,8 @@ class MicroBatcher:
             with self._wakeup:
                 self._call_s = time.monotonic() - start
                 self._busy = False
-                self._wakeup.notify()  # inputs that queued meanwhile
+                if self._queue:  # inputs that queued meanwhile; else the worker sleeps on (waking it cost latency)
+                    self._wakeup.notify()
 
     def _predict_and_deliver(self, batch):
         """One call for the batch; if it fails, one call per input, so a bad input loses only its own rows."""
