@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -109,6 +110,18 @@ class Master:
         self.start()
 
 
+def ros_processes_running():
+    """The ROS processes alive on this machine, for a failure's message: a node shut down because "a new node
+    registered with same name" names the other one here."""
+    lines = []
+    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+            if any(arg.startswith("__name:=") or arg.endswith(("roslaunch", "rosmaster")) for arg in argv):
+                lines.append(f"{cmdline.parent.name} {' '.join(argv)}")
+    return "ROS processes running now:\n" + "\n".join(lines)
+
+
 def stop_process_group(process, timeout=30):
     """SIGINT, as Ctrl-C would, then SIGKILL if it does not end in time."""
     if process.poll() is None:
@@ -129,6 +142,7 @@ class LaunchedNode:
     def __init__(self, work_dir, **args):
         self.log_path = work_dir / "roslaunch.log"
         self.name = f"/{args.get('node_name', 'ros_tensorflow')}"
+        self.node_pid = None
         args = {"loop_rate": 0, "data_dir": work_dir / "data", **args}
         # The master outlives launches: parameters an earlier launch set would otherwise leak into this one.
         with contextlib.suppress(rosgraph.masterapi.Error):
@@ -140,7 +154,8 @@ class LaunchedNode:
     def wait_until_ready(self, timeout=120):
         """Wait for /predict and the train action server; returns a train action client."""
         wait_for(lambda: self._serves_predict() or self.process.poll() is not None, timeout, "the node's services")
-        assert self.process.poll() is None, f"roslaunch exited:\n{self.log()}"
+        assert self.process.poll() is None, f"roslaunch exited:\n{self.log()}\n{ros_processes_running()}"
+        self.node_pid = node_pid(self.name)
         return action_client("train", TrainAction, node=self.name, timeout=timeout)
 
     def _serves_predict(self):
@@ -157,6 +172,10 @@ class LaunchedNode:
             return
         stop_process_group(self.process)
         wait_for(lambda: not self._serves_predict(), 30, "the node to unregister")
+        # roslaunch started the node in a session of its own: were roslaunch killed, the node would live on,
+        # and a node of the same name launched next would be shut down by the master once this one registers
+        if self.node_pid is not None:
+            wait_for(lambda: not os.path.exists(f"/proc/{self.node_pid}"), 30, f"pid {self.node_pid} to end")
 
     def kill_node(self, name="/ros_tensorflow"):
         """SIGKILL the node itself, as a power cut would; then end roslaunch and clear the master of it."""
@@ -173,6 +192,7 @@ class ServingNode(LaunchedNode):
     def __init__(self, work_dir, ns="robot1", **args):
         self.ns = ns
         self.log_path = work_dir / f"{ns}.log"
+        self.node_pid = None
         python = args.pop("python", os.environ.get("SERVE_PYTHON", ""))
         args = {"data_dir": work_dir / ns, "ns": ns, "launch_prefix": python, **args}
         with contextlib.suppress(rosgraph.masterapi.Error):
@@ -190,7 +210,7 @@ class ServingNode(LaunchedNode):
     def wait_until_ready(self, timeout=60):
         """Until its last registration (~set_parameters) is there: a master killed before it would kill the node."""
         wait_for(lambda: self._serves("set_parameters") or self.process.poll() is not None, timeout, "the serving node")
-        assert self.process.poll() is None, f"roslaunch exited:\n{self.log()}"
+        assert self.process.poll() is None, f"roslaunch exited:\n{self.log()}\n{ros_processes_running()}"
 
     def _serves(self, name):
         try:

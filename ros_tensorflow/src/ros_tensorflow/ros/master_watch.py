@@ -58,9 +58,11 @@ class MasterWatch:
             return None
 
     def _run(self):
-        while not rospy.is_shutdown():
+        # is_shutdown() turns true only after rospy has unregistered the node: between the two, the master does not
+        # know the node, and registering it again would leave its topics and services behind at the master
+        while not rospy.core.is_shutdown_requested():
             time.sleep(self._period)
-            if self._knows_this_node() is False and not rospy.is_shutdown():
+            if self._knows_this_node() is False and not rospy.core.is_shutdown_requested():
                 count = register_again()
                 self._on_return()
                 _log.warning("the ROS master restarted: registered %d topics and services with it again", count)
