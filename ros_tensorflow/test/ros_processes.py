@@ -110,6 +110,15 @@ class Master:
         self.start()
 
 
+def running(pid):
+    """Whether process pid runs (a zombie has ended: only its parent has not collected it yet)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # the state follows the command name, which may hold spaces
+
+
 def ros_processes_running():
     """The ROS processes alive on this machine, for a failure's message: a node shut down because "a new node
     registered with same name" names the other one here."""
@@ -175,7 +184,7 @@ class LaunchedNode:
         # roslaunch started the node in a session of its own: were roslaunch killed, the node would live on,
         # and a node of the same name launched next would be shut down by the master once this one registers
         if self.node_pid is not None:
-            wait_for(lambda: not os.path.exists(f"/proc/{self.node_pid}"), 30, f"pid {self.node_pid} to end")
+            wait_for(lambda: not running(self.node_pid), 30, f"the node (pid {self.node_pid}) to end")
 
     def kill_node(self, name="/ros_tensorflow"):
         """SIGKILL the node itself, as a power cut would; then end roslaunch and clear the master of it."""
