@@ -139,6 +139,11 @@ def test_two_inputs_and_two_outputs_by_name_and_in_order_with_each_bad_tensor_na
         ([("", [1, 4], "", [0.0] * 4)], "1 tensors without names for a model of 2 inputs"),
         ([("a", [1, 4], "", [0.0] * 3), ("b", [1, 3], "", [0.0] * 3)], "input 'a' of shape [1, 4] needs 4 values"),
         ([("a", [1, 4], "", [np.nan] * 4), ("b", [1, 3], "", [0.0] * 3)], "input 'a' holds NaN or Inf"),
+        ([("a", [1, 4], "", [0.0] * 4), ("b", [1, 3], "", [0.0, -np.inf, 0.0])], "input 'b' holds NaN or Inf"),
+        (
+            [("a", [1, 4], "", [0.0, 1e39, 0.0, 0.0]), ("b", [1, 3], "", [0.0] * 3)],
+            "input 'a' is float32: values within its range only (|v| <= 3.403e+38)",
+        ),
         ([("a", [], "", [0.0] * 4), ("b", [1, 3], "", [0.0] * 3)], "input 'a' has shape [-1, 4]: give the tensor's"),
     ],
 )

@@ -9,8 +9,8 @@ import rospy
 from actionlib_msgs.msg import GoalStatus
 from conftest import wait_for
 from ros_processes import LaunchedNode, action_client, node_sends_to
-from ros_tensorflow_msgs.msg import TrainAction, TrainActionFeedback, TrainActionResult, TrainGoal
-from ros_tensorflow_msgs.srv import Predict
+from ros_tensorflow_msgs.msg import Tensor, TrainAction, TrainActionFeedback, TrainActionResult, TrainGoal
+from ros_tensorflow_msgs.srv import Predict, PredictTensors
 
 from ros_tensorflow.tf_free.datasets import make_synthetic
 
@@ -221,3 +221,16 @@ def test_bad_predict_request_is_a_service_error_and_the_node_still_serves(shared
     with pytest.raises(rospy.ServiceException, match=reason.replace("*", r"\*")):
         shared_predict(data)
     assert len(shared_predict([0.5] * 10).classes) == 1
+
+
+def test_predict_tensors_answers_for_the_nodes_own_model_as_predict_does(node):
+    x, _ = make_synthetic(n_samples=3, seed=5)
+    predicted = rospy.ServiceProxy("/predict", Predict)(x.ravel().tolist())
+    tensors = rospy.ServiceProxy("/predict_tensors", PredictTensors)
+    answer = tensors([Tensor("input", [3, 10], "", x.ravel().tolist())])
+    (output,) = answer.outputs
+    assert (output.name, list(output.shape), output.dtype) == ("output", [3, 2], "float32")
+    np.testing.assert_allclose(output.data, predicted.output, atol=1e-5)
+    assert answer.model_version == predicted.model_version
+    with pytest.raises(rospy.ServiceException, match=r"input 'input' takes shape \[-1, 10\]"):
+        tensors([Tensor("input", [1, 5], "", [0.0] * 5)])

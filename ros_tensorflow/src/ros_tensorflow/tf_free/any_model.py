@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ros_tensorflow.tf_free.samples import MEMORY_BYTES, as_samples, check_output, numeric_array
+from ros_tensorflow.tf_free.samples import MEMORY_BYTES, as_samples, check_output, in_float_range, numeric_array
 from ros_tensorflow.tf_free.tasks import (
     CLASSIFICATION,
     DETECTION,
@@ -26,6 +26,8 @@ DETECTION_ROLES = ("boxes", "classes", "scores", "count")  # TFLite_Detection_Po
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 VISION_TASKS = (DETECTION, SEGMENTATION)
 FLOAT_DTYPES = ("float32", "float64", "float16")
+# a float64 value beyond these becomes Inf in the model: refused, as predict refuses it
+NARROW_FLOAT_MAX = {dtype: float(np.finfo(dtype).max) for dtype in ("float32", "float16")}
 
 
 class TensorError(ValueError):
@@ -192,7 +194,12 @@ def _values(spec, shape, size, data):
     if type(data) is not np.ndarray or data.dtype != np.float64:  # a numpy_msg's data is already one
         data = numeric_array(data, f"input {spec.name!r}").astype(np.float64)
     values = data.reshape(shape)
-    if not np.isfinite(values).all():
+    largest = NARROW_FLOAT_MAX.get(spec.dtype)
+    if not (in_float_range(values.ravel(), largest) if largest and size else np.isfinite(values).all()):
+        if np.isfinite(values).all():  # finite in float64, Inf in the model's float32 or float16
+            raise TensorError(
+                f"input {spec.name!r} is {spec.dtype}: values within its range only (|v| <= {largest:.4g})"
+            )
         raise TensorError(f"input {spec.name!r} holds NaN or Inf")
     if spec.dtype not in FLOAT_DTYPES:
         info = np.iinfo(spec.dtype) if spec.dtype != "bool" else None

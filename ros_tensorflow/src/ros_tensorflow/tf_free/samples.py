@@ -81,21 +81,22 @@ def as_samples(data, input_shape, max_samples=0):
         flat = x.ravel()
     if max_samples and len(x) > max_samples:
         raise ValueError(f"{len(x)} samples in one request, more than ~max_request_samples allows ({max_samples})")
-    if not _in_float32_range(flat):
+    if not in_float_range(flat):
         if not np.isfinite(x).all():
             raise ValueError("data contains NaN or Inf")
         raise ValueError(f"data contains values outside float32's range (|v| <= {FLOAT32_MAX:.4g}), the model's dtype")
     return x
 
 
-def _in_float32_range(flat):
-    """Every value of a 1-D array finite in float32. A stream's few values in plain Python: numpy's calls cost more
-    there, and the node's latency is mostly such calls (README: Benchmark). A finite sum has no NaN or Inf; one
-    that overflows is refused, rightly, since a value must then be beyond float32's range."""
+def in_float_range(flat, largest=FLOAT32_MAX):
+    """Every value of a non-empty 1-D array finite within +-largest (float32's, or float16's: a value beyond it
+    becomes Inf in the model). A stream's few values in plain Python: numpy's calls cost more there, and the node's
+    latency is mostly such calls (README: Benchmark). A finite sum has no NaN or Inf; one that overflows is
+    refused, rightly, since a value must then be beyond float32's range."""
     if flat.size <= 64:
         values = flat.tolist()
-        return math.isfinite(sum(values)) and -FLOAT32_MAX <= min(values) and max(values) <= FLOAT32_MAX
-    return np.abs(flat).max() <= FLOAT32_MAX  # NaN is the max of an array with one, and fails this too
+        return math.isfinite(sum(values)) and -largest <= min(values) and max(values) <= largest
+    return np.abs(flat).max() <= largest  # NaN is the max of an array with one, and fails this too
 
 
 def as_labelled_samples(data, labels, input_shape, output_dim, max_samples=0):

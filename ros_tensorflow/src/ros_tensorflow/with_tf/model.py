@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ros_tensorflow.tf_free.any_model import classic_specs
 from ros_tensorflow.tf_free.samples import (
     as_labelled_samples,
     as_samples,
@@ -246,6 +247,7 @@ class ModelWrapper:
             self.input_shape = tuple(int(size) for size in self.model.inputs[0].shape[1:])
             self.input_dim = math.prod(self.input_shape)  # values per sample
             self.output_dim = int(self.model.outputs[0].shape[-1])
+            self.tensor_inputs, self.tensor_outputs = classic_specs(self.input_shape, self.output_dim)
             if trainable and not self.model.compiled:
                 compile_for(self.model, self.task, learning_rate, "sgd" if self.task == CLASSIFICATION else "adam")
             serving_models = [keras.models.clone_model(self.model) for _ in range(2)] if trainable else [self.model]
@@ -420,6 +422,10 @@ class ModelWrapper:
         """Model output, shape (k, output_dim), for k samples given flat or as (k, *input_shape); ValueError for
         NaN or Inf outputs."""
         return check_output(self.predict_samples(as_samples(x, self.input_shape)))
+
+    def run_tensors(self, arrays):
+        """predict_tensors: the one input's samples (checked by feeds) to the one output, as predict_samples."""
+        return [self.predict_samples(arrays[0])]
 
     def predict_samples(self, x):
         """Output for samples as_samples() has already checked (the stream checks each message on arrival), as
