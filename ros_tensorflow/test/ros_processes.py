@@ -148,10 +148,11 @@ class LaunchedNode:
     Its data_dir defaults to a folder of its own under work_dir, so no state leaks between launches.
     """
 
+    node_pid = None  # the node's own process, once wait_until_ready has seen it
+
     def __init__(self, work_dir, **args):
         self.log_path = work_dir / "roslaunch.log"
         self.name = f"/{args.get('node_name', 'ros_tensorflow')}"
-        self.node_pid = None
         args = {"loop_rate": 0, "data_dir": work_dir / "data", **args}
         # The master outlives launches: parameters an earlier launch set would otherwise leak into this one.
         with contextlib.suppress(rosgraph.masterapi.Error):
@@ -201,7 +202,6 @@ class ServingNode(LaunchedNode):
     def __init__(self, work_dir, ns="robot1", **args):
         self.ns = ns
         self.log_path = work_dir / f"{ns}.log"
-        self.node_pid = None
         python = args.pop("python", os.environ.get("SERVE_PYTHON", ""))
         args = {"data_dir": work_dir / ns, "ns": ns, "launch_prefix": python, **args}
         with contextlib.suppress(rosgraph.masterapi.Error):

@@ -10,7 +10,14 @@ import math
 
 import numpy as np
 
-from ros_tensorflow.tf_free.samples import MEMORY_BYTES, as_samples, check_output, in_float_range, numeric_array
+from ros_tensorflow.tf_free.samples import (
+    FLOAT64,
+    MEMORY_BYTES,
+    as_samples,
+    check_output,
+    in_float_range,
+    numeric_array,
+)
 from ros_tensorflow.tf_free.tasks import (
     CLASSIFICATION,
     DETECTION,
@@ -191,7 +198,7 @@ def _shape(spec, shape, dtype):
 def _values(spec, shape, size, data):
     if len(data) != size:
         raise TensorError(f"input {spec.name!r} of shape {list(shape)} needs {size} values, got {len(data)}")
-    if type(data) is not np.ndarray or data.dtype != np.float64:  # a numpy_msg's data is already one
+    if type(data) is not np.ndarray or data.dtype is not FLOAT64:  # a numpy_msg's data is already one
         data = numeric_array(data, f"input {spec.name!r}").astype(np.float64)
     values = data.reshape(shape)
     largest = NARROW_FLOAT_MAX.get(spec.dtype)
