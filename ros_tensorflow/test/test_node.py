@@ -161,6 +161,19 @@ def test_a_bad_parameter_stops_the_node_with_a_message_naming_it(ros_master, tmp
         node.stop()
 
 
+def test_predict_tensors_answers_for_the_nodes_own_model_as_predict_does(node):
+    x, _ = make_synthetic(n_samples=3, seed=5)
+    predicted = rospy.ServiceProxy("/predict", Predict)(x.ravel().tolist())
+    tensors = rospy.ServiceProxy("/predict_tensors", PredictTensors)
+    answer = tensors([Tensor("input", [3, 10], "", x.ravel().tolist())])
+    (output,) = answer.outputs
+    assert (output.name, list(output.shape), output.dtype) == ("output", [3, 2], "float32")
+    np.testing.assert_allclose(output.data, predicted.output, atol=1e-5)
+    assert answer.model_version == predicted.model_version
+    with pytest.raises(rospy.ServiceException, match=r"input 'input' takes shape \[-1, 10\]"):
+        tensors([Tensor("input", [1, 5], "", [0.0] * 5)])
+
+
 # Last in the module: the node they share lives until its end, and no other node of the same name may start
 # meanwhile (ROS shuts the older one down).
 
@@ -221,16 +234,3 @@ def test_bad_predict_request_is_a_service_error_and_the_node_still_serves(shared
     with pytest.raises(rospy.ServiceException, match=reason.replace("*", r"\*")):
         shared_predict(data)
     assert len(shared_predict([0.5] * 10).classes) == 1
-
-
-def test_predict_tensors_answers_for_the_nodes_own_model_as_predict_does(node):
-    x, _ = make_synthetic(n_samples=3, seed=5)
-    predicted = rospy.ServiceProxy("/predict", Predict)(x.ravel().tolist())
-    tensors = rospy.ServiceProxy("/predict_tensors", PredictTensors)
-    answer = tensors([Tensor("input", [3, 10], "", x.ravel().tolist())])
-    (output,) = answer.outputs
-    assert (output.name, list(output.shape), output.dtype) == ("output", [3, 2], "float32")
-    np.testing.assert_allclose(output.data, predicted.output, atol=1e-5)
-    assert answer.model_version == predicted.model_version
-    with pytest.raises(rospy.ServiceException, match=r"input 'input' takes shape \[-1, 10\]"):
-        tensors([Tensor("input", [1, 5], "", [0.0] * 5)])
