@@ -110,13 +110,18 @@ class Master:
         self.start()
 
 
+def process_status(pid):
+    """(state, parent pid) of process pid, from /proc; OSError once it is gone."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the name may hold spaces
+    return fields[0], int(fields[1])
+
+
 def running(pid):
     """Whether process pid runs (a zombie has ended: only its parent has not collected it yet)."""
     try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        return process_status(pid)[0] != "Z"
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # the state follows the command name, which may hold spaces
 
 
 def ros_processes_running():
@@ -166,6 +171,10 @@ class LaunchedNode:
         wait_for(lambda: self._serves_predict() or self.process.poll() is not None, timeout, "the node's services")
         assert self.process.poll() is None, f"roslaunch exited:\n{self.log()}\n{ros_processes_running()}"
         self.node_pid = node_pid(self.name)
+        # /predict may be another node's of the same name (one still running): its tests would pass for this one
+        assert process_status(self.node_pid)[1] == self.process.pid, (
+            f"{self.name} (pid {self.node_pid}) is not this roslaunch's node\n{ros_processes_running()}"
+        )
         return action_client("train", TrainAction, node=self.name, timeout=timeout)
 
     def _serves_predict(self):
