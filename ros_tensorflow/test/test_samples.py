@@ -34,6 +34,15 @@ from ros_tensorflow.tf_free.samples import (
         ([0.0] * 99 + [float("nan")], "NaN or Inf"),  # over 64 values: checked by numpy
         ([0.0] * 99 + [-1e39], "outside float32's range"),
         (["1.0"] * 10, "input values must be numbers, got strings"),
+        # a plain message's values come as a tuple, checked as Python numbers: the same refusals
+        ((), "expected k * 10 values"),
+        ((1.0,) * 7, "got 7"),
+        ((0.0,) * 9 + (float("nan"),), "NaN or Inf"),
+        ((float("-inf"),) + (0.0,) * 9, "NaN or Inf"),
+        ((1e39,) + (0.0,) * 9, "outside float32's range"),
+        ((0.0,) * 9 + (-1e39,), "outside float32's range"),
+        (("1.0",) * 10, "input values must be numbers, got strings"),
+        ((None,) * 10, "input values must be numbers, got Python objects"),
     ],
 )
 def test_bad_input_raises_value_error_saying_what_was_expected(data, message):
@@ -107,6 +116,19 @@ def test_samples_of_any_shape_come_flat_row_major_or_shaped():
         ValueError, match=r"expected an array of shape \(k, 4, 3, 1\) with k >= 1, got shape \(2, 3, 4, 1\)"
     ):
         as_samples(x.reshape(2, 3, 4, 1), (4, 3, 1))
+
+
+def test_a_plain_messages_tuple_comes_as_the_dtype_asked_for_and_samples_may_come_as_tuples():
+    values = tuple(float(v) for v in range(20))
+    x = as_samples(values, 10, dtype=np.float32)
+    assert x.dtype == np.float32 and x.shape == (2, 10) and x[1, 3] == 13
+    assert as_samples(values, 10).dtype == np.float64, "float64 unless asked"
+    assert as_samples(np.arange(20.0), 10, dtype=np.float32).dtype == np.float32, "numpy_msg's array likewise"
+    nested = as_samples((values[:10], values[10:]), 10)  # not flat numbers: the general path takes them
+    np.testing.assert_array_equal(nested, x)
+    np.testing.assert_array_equal(as_samples((True, False) * 5, 10), [[1, 0] * 5])
+    with pytest.raises(ValueError, match=r"3 samples in one request, more than ~max_request_samples allows \(2\)"):
+        as_samples(values + values[:10], 10, max_samples=2)
 
 
 def test_a_request_above_the_limit_is_refused_and_the_default_limit_follows_memory_and_sample_size():

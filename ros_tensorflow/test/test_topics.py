@@ -37,7 +37,8 @@ def test_stream_answers_each_input_in_order_with_the_services_predictions(launch
     launch_node(config=config)
     stream = Stream()
     predict = rospy.ServiceProxy("/predict", Predict)
-    inputs = [make_synthetic(n_samples=k, seed=k)[0] for k in (1, 4, 2, 1, 3) * 20]
+    # a message of up to 64 values is read as a tuple, a larger one (9 samples: 90 values) as a numpy array
+    inputs = [make_synthetic(n_samples=k, seed=k)[0] for k in (1, 4, 2, 9, 3) * 20]
     first_sent = rospy.Time.now()
     for x in inputs:
         stream.send(x.ravel())
@@ -56,12 +57,13 @@ def test_stream_answers_each_input_in_order_with_the_services_predictions(launch
 def test_malformed_inputs_are_dropped_counted_and_the_stream_goes_on(node):
     diagnostics = Diagnostics()
     stream = Stream()
-    for bad in ([], [0.5] * 7, [0.5] * 9 + [float("nan")], [float("inf")] * 10, [1e39] + [0.5] * 9):
+    bad_inputs = ([], [0.5] * 7, [0.5] * 9 + [float("nan")], [float("inf")] * 10, [1e39] + [0.5] * 9)
+    for bad in bad_inputs + ([0.5] * 99 + [float("nan")], [0.5] * 99):  # and two of over 64 values
         stream.send(bad)
     stream.send([0.5] * 20)
     wait_for(lambda: stream.predictions, 30, "the prediction of the good input")
     assert len(stream.predictions) == 1 and len(stream.predictions[0].classes) == 2
-    status = diagnostics.wait_until(lambda s: s["inputs_rejected"] == "5", "5 rejected inputs")
+    status = diagnostics.wait_until(lambda s: s["inputs_rejected"] == "7", "7 rejected inputs")
     assert status["inputs_dropped"] == "0"
     stream.close()
 

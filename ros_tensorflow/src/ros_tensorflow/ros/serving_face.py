@@ -29,7 +29,7 @@ from std_msgs.msg import Float64MultiArray
 from ros_tensorflow.tf_free.any_model import VISION_TASKS, feeds
 from ros_tensorflow.tf_free.commands import fill_twist
 from ros_tensorflow.tf_free.images import ImageError, annotated, decode_message, image_sample, pixel_limit
-from ros_tensorflow.tf_free.samples import as_samples, output_rows, request_limit
+from ros_tensorflow.tf_free.samples import FEW_VALUES, as_samples, output_rows, request_limit
 from ros_tensorflow.tf_free.status import Counters
 from ros_tensorflow.tf_free.streaming import MicroBatcher
 from ros_tensorflow.tf_free.tasks import DETECTION
@@ -45,6 +45,20 @@ from ros_tensorflow.tf_free.vision import (
 
 IMAGE_BUFFER_BYTES = 2**26  # rospy's read buffer: a few 4K RGB frames at a time
 NO_MODEL = "no model to serve yet"
+
+
+class _StreamInput(Float64MultiArray):
+    """~input's message. A few values (a stream's lone sample) come as a tuple of floats, which as_samples checks
+    and converts in fewer steps than numpy_msg's array (README: Benchmark); more come as that array, far cheaper
+    than a tuple of many."""
+
+    __slots__ = ()
+    _FEW_VALUES_BYTES = FEW_VALUES * 8 + 64  # the values and a short layout
+
+    def deserialize(self, serialized):
+        if len(serialized) > self._FEW_VALUES_BYTES:
+            return self.deserialize_numpy(serialized, np)
+        return super().deserialize(serialized)
 
 
 def resolved(name):
@@ -132,13 +146,13 @@ class ServingFace:
         self._image_batcher = self._stream_batcher("~image", settings.image_queue_size, self._deliver_image)
         self.counters = Counters(lambda: self._batcher.dropped, lambda: self._image_batcher.dropped)
         self._next_drop_warning = 0.0  # monotonic time
-        self._request_limit_of = None, 0  # (max_request_samples, input_shape), the limit
+        self._request_limit_of = None, None, 0  # max_request_samples, input_shape, the limit
         # ~input's receive times as integer nanoseconds, set into the Prediction's own stamp when published: a
         # rospy.Time built per message was a sixth of the node's time in a flood (py-spy). Simulated time: Times.
         self._wallclock = rospy.rostime.is_wallclock()
         image_topic = resolved("image")
         self._subscribers = [
-            rospy.Subscriber("~input", numpy_msg(Float64MultiArray), self._handle_input, queue_size=None),
+            rospy.Subscriber("~input", _StreamInput, self._handle_input, queue_size=None),
             # Every frame is read and converted; only our queue drops (the oldest), so every drop is counted.
             rospy.Subscriber(image_topic, Image, self._handle_image, queue_size=None, buff_size=IMAGE_BUFFER_BYTES),
             rospy.Subscriber(  # image_transport's name: follows a remap of ~image
@@ -254,12 +268,12 @@ class ServingFace:
         return batcher
 
     def _request_limit(self, model):
-        """request_limit, worked out again only when the model's input or ~max_request_samples changes: ~input
-        asks for it with every message."""
-        key = (self._settings_of().max_request_samples, model.input_shape)
-        if self._request_limit_of[0] != key:
-            self._request_limit_of = key, request_limit(*key)
-        return self._request_limit_of[1]
+        """request_limit, worked out again only when ~max_request_samples or the model's input changes: ~input
+        asks for it with every message (a model's input_shape is the same tuple at every call)."""
+        max_samples, shape = self._settings_of().max_request_samples, model.input_shape
+        if self._request_limit_of[0] != max_samples or self._request_limit_of[1] is not shape:
+            self._request_limit_of = max_samples, shape, request_limit(max_samples, shape)
+        return self._request_limit_of[2]
 
     def _handle_predict(self, request):
         try:
@@ -377,7 +391,7 @@ class ServingFace:
         self.counters.inputs_received += 1
         try:
             model = self._rows_model()
-            samples = as_samples(msg.data, model.input_shape, self._request_limit(model))
+            samples = as_samples(msg.data, model.input_shape, self._request_limit(model), np.float32)
         except ValueError as error:
             self.counters.inputs_rejected += 1
             rospy.logwarn_throttle(5, f"dropped a malformed ~input message: {error}")

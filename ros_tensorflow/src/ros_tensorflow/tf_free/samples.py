@@ -12,7 +12,9 @@ from ros_tensorflow.tf_free.tasks import CLASSIFICATION, REGRESSION
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT64 = np.dtype(np.float64)  # a native array's dtype is this very object: `is` is the cheapest check of it
+FLOAT32 = np.dtype(np.float32)
 MEMORY_BYTES = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+FEW_VALUES = 64  # an input of at most this many values is checked as Python numbers, cheaper there than numpy
 
 
 _KIND_NAMES = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "dates", "m": "times"}
@@ -55,9 +57,10 @@ def _samples_filling(size_bytes, input_shape):
     return max(1, size_bytes // (8 * math.prod(shape_of(input_shape))))
 
 
-def as_samples(data, input_shape, max_samples=0):
-    """Flat (row-major) or (k, *input_shape) input as a (k, *input_shape) float array with 1 <= k <= max_samples
-    (0: any k); ValueError says what was expected. input_shape: an int (input_dim) or a shape.
+def as_samples(data, input_shape, max_samples=0, dtype=np.float64):
+    """Flat (row-major) or (k, *input_shape) input as a (k, *input_shape) array of dtype (float64, or the model's
+    float32: a stream converts once) with 1 <= k <= max_samples (0: any k); ValueError says what was expected.
+    input_shape: an int (input_dim) or a shape.
 
     Values must be finite in float32, the model's dtype: 1e39 is finite in float64
     but Inf to the model, and would come back as NaN answers.
@@ -66,9 +69,12 @@ def as_samples(data, input_shape, max_samples=0):
     # stream, whose latency is mostly such small costs (README: Benchmark)
     shape = input_shape if type(input_shape) is tuple else shape_of(input_shape)
     size = math.prod(shape)
-    x = data
-    if type(x) is not np.ndarray or x.dtype is not FLOAT64:  # a numpy_msg's data is already one
-        x = np.asarray(numeric_array(x, "input values"), dtype=np.float64)
+    x = _few_values_array(data, dtype) if type(data) is tuple and len(data) <= FEW_VALUES else None
+    checked = x is not None
+    if not checked:
+        x = data
+        if type(x) is not np.ndarray or x.dtype is not FLOAT64:  # a numpy_msg's data is already one
+            x = np.asarray(numeric_array(x, "input values"), dtype=np.float64)
     if x.ndim == 1:
         if x.size == 0 or x.size % size:
             raise ValueError(f"expected k * {size} values (k >= 1 samples of {describe_shape(shape)}), got {x.size}")
@@ -81,22 +87,46 @@ def as_samples(data, input_shape, max_samples=0):
         flat = x.ravel()
     if max_samples and len(x) > max_samples:
         raise ValueError(f"{len(x)} samples in one request, more than ~max_request_samples allows ({max_samples})")
+    if checked:
+        return x
     if not in_float_range(flat):
         if not np.isfinite(x).all():
             raise ValueError("data contains NaN or Inf")
         raise ValueError(f"data contains values outside float32's range (|v| <= {FLOAT32_MAX:.4g}), the model's dtype")
-    return x
+    return x.astype(dtype, copy=False)
+
+
+def as_float32(x):
+    """x as float32, the model's dtype: a stream's samples are already (as_samples), and numpy's astype costs a
+    message at 200 Hz 4 us even when it copies nothing."""
+    return x if x.dtype is FLOAT32 else x.astype(np.float32)
+
+
+def _few_values_array(values, dtype):
+    """A plain message's few values (a tuple of floats: a stream's lone sample) as a 1-D array of dtype, checked
+    as Python numbers: two numpy calls fewer than from numpy_msg's array (README: Benchmark). None unless they are
+    numbers within float32's range: as_samples' general path then says what is wrong with them."""
+    try:
+        if _values_in_range(values, FLOAT32_MAX):
+            return np.array(values, dtype)
+    except (TypeError, ValueError):  # not flat numbers (samples as tuples, strings, None) or none at all
+        pass
+    return None
 
 
 def in_float_range(flat, largest=FLOAT32_MAX):
     """Every value of a non-empty 1-D array finite within +-largest (float32's, or float16's: a value beyond it
     becomes Inf in the model). A stream's few values in plain Python: numpy's calls cost more there, and the node's
-    latency is mostly such calls (README: Benchmark). A finite sum has no NaN or Inf; one that overflows is
-    refused, rightly, since a value must then be beyond float32's range."""
-    if flat.size <= 64:
-        values = flat.tolist()
-        return math.isfinite(sum(values)) and -largest <= min(values) and max(values) <= largest
+    latency is mostly such calls (README: Benchmark)."""
+    if flat.size <= FEW_VALUES:
+        return _values_in_range(flat.tolist(), largest)
     return np.abs(flat).max() <= largest  # NaN is the max of an array with one, and fails this too
+
+
+def _values_in_range(values, largest):
+    """A finite sum has no NaN or Inf; one that overflows is refused, rightly, since a value must then be beyond
+    float32's range."""
+    return math.isfinite(sum(values)) and -largest <= min(values) and max(values) <= largest
 
 
 def as_labelled_samples(data, labels, input_shape, output_dim, max_samples=0):

@@ -39,7 +39,8 @@ class MicroBatcher:
         self.max_batch = max_batch
         self._queue = collections.deque()
         self.queue_size = queue_size
-        self._wakeup = threading.Condition()
+        self._lock = threading.Lock()  # taken as itself where no one waits: a Condition's `with` costs more
+        self._wakeup = threading.Condition(self._lock)
         self._closed = False
         self._busy = False  # a call and its deliveries run, on the worker or on a submitting thread
         self._inline = inline
@@ -54,7 +55,7 @@ class MicroBatcher:
         """Queue samples, shape (k, input_dim), to be delivered with tag, or predict them now (see the class).
         Returns how many inputs were dropped."""
         arrival = time.monotonic()
-        with self._wakeup:
+        with self._lock:
             gap, self._last_arrival = arrival - self._last_arrival, arrival
             self._mean_gap_s += (min(gap, 1.0) - self._mean_gap_s) / 8
             idle = not self._busy and not self._queue
@@ -68,7 +69,7 @@ class MicroBatcher:
                 self._wakeup.notify()
                 return dropped
             self._busy = True
-        self._call_and_free([(tag, samples)])
+        self._call_and_free([(tag, samples)], arrival)
         return 0
 
     def close(self):
@@ -94,15 +95,15 @@ class MicroBatcher:
         while not self._closed:
             batch = self._next_batch()
             if batch:
-                self._call_and_free(batch)
+                self._call_and_free(batch, time.monotonic())
 
-    def _call_and_free(self, batch):
-        """Predict and deliver a batch this thread holds (_busy), then let the next call run."""
-        start = time.monotonic()
+    def _call_and_free(self, batch, start):
+        """Predict and deliver a batch this thread holds (_busy) since start (monotonic), then let the next call
+        run."""
         try:
             self._predict_and_deliver(batch)
         finally:
-            with self._wakeup:
+            with self._lock:
                 self._call_s = time.monotonic() - start
                 self._busy = False
                 if self._queue:  # inputs that queued meanwhile; else the worker sleeps on (waking it cost latency)

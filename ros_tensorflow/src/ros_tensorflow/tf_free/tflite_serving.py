@@ -10,8 +10,6 @@ import os
 import pathlib
 import time
 
-import numpy as np
-
 from ros_tensorflow.tf_free.any_model import AnyModel, classic_card, classic_specs, recognise, resolve_any
 from ros_tensorflow.tf_free.files import (
     ModelFileError,
@@ -25,7 +23,7 @@ from ros_tensorflow.tf_free.files import (
     write_file,
 )
 from ros_tensorflow.tf_free.litert import LiteRtModel, LiteRtTensors, UnservableModel
-from ros_tensorflow.tf_free.samples import probe_samples, task_of_output
+from ros_tensorflow.tf_free.samples import as_float32, probe_samples, task_of_output
 from ros_tensorflow.tf_free.signing import (
     SigningError,
     load_signature,
@@ -77,7 +75,7 @@ class TfliteModel:
     def predict_samples(self, x):
         """Output, shape (k, output_dim), of samples as_samples() has checked; prediction_rows() refuses NaN or Inf
         outputs."""
-        output = self.litert.predict(x.astype(np.float32, copy=False))
+        output = self.litert.predict(as_float32(x))
         self.predictions_served += len(x)
         return output
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from ros_tensorflow.tf_free.any_model import classic_specs
 from ros_tensorflow.tf_free.samples import (
+    as_float32,
     as_labelled_samples,
     as_samples,
     as_target_samples,
@@ -432,7 +433,7 @@ class ModelWrapper:
         TfliteModel's: prediction_rows() refuses NaN or Inf outputs, so the serving face checks them once."""
         litert_model = self.litert.model_for(self.commit_count) if self.litert else None
         if litert_model is not None:
-            output = litert_model.predict(x.astype(np.float32, copy=False))
+            output = litert_model.predict(as_float32(x))
             with self._litert_count_lock:
                 self.served_by_litert += len(x)
         else:
