@@ -14,15 +14,18 @@ from ros_tensorflow.with_tf.model import ModelWrapper
 
 
 class Collector:
-    """deliver() target: keeps (tag, rows) in order and lets a test wait for a count."""
+    """deliver() target: keeps (tag, rows) in order, and the number of inputs of each delivery, and lets a test wait
+    for a count."""
 
     def __init__(self):
         self.items = []
+        self.deliveries = []
         self._changed = threading.Condition()
 
-    def deliver(self, tag, rows):
+    def deliver(self, deliveries):
         with self._changed:
-            self.items.append((tag, rows))
+            self.items.extend(deliveries)
+            self.deliveries.append(len(deliveries))
             self._changed.notify_all()
 
     def wait_for(self, count):
@@ -72,6 +75,7 @@ def test_inputs_queued_during_a_call_share_the_next_and_come_back_in_order(batch
     for tag, rows in items[1:]:
         np.testing.assert_array_equal(rows, np.full((tag % 3 + 1, 2), 2.0 * tag))
     assert len(predict.batches) == 2, "the ten queued inputs went through in one call"
+    assert out.deliveries == [1, 10], "and were delivered together"
     assert batcher.dropped == 0
 
 
@@ -160,9 +164,9 @@ class ThreadCollector(Collector):
         super().__init__()
         self.threads = []
 
-    def deliver(self, tag, rows):
-        self.threads.append(threading.current_thread().name)
-        super().deliver(tag, rows)
+    def deliver(self, deliveries):
+        self.threads.extend([threading.current_thread().name] * len(deliveries))
+        super().deliver(deliveries)
 
 
 def test_a_slow_stream_is_predicted_on_the_submitting_thread(batcher_factory):

@@ -46,6 +46,8 @@ def test_stream_answers_each_input_in_order_with_the_services_predictions(launch
     stamps = [p.header.stamp for p in stream.predictions]  # when the node received each input
     assert first_sent <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= rospy.Time.now()
     assert {p.header.frame_id for p in stream.predictions} == {""}
+    seqs = [p.header.seq for p in stream.predictions]  # a batch's predictions are written together (publish_all)
+    assert seqs == list(range(seqs[0], seqs[0] + len(inputs)))
     for x, prediction in zip(inputs, stream.predictions, strict=True):
         answer = predict(x.ravel().tolist())
         assert list(prediction.classes) == list(answer.classes)

@@ -26,6 +26,7 @@ from rospy.numpy_msg import numpy_msg
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 
+from ros_tensorflow.ros.batch_publishing import publish_all
 from ros_tensorflow.tf_free.any_model import VISION_TASKS, feeds
 from ros_tensorflow.tf_free.commands import fill_twist
 from ros_tensorflow.tf_free.images import ImageError, annotated, decode_message, image_sample, pixel_limit
@@ -142,7 +143,7 @@ class ServingFace:
         self._annotated_pub = rospy.Publisher("~image_annotated", Image, queue_size=1)
         self._detections_pub = _publisher("~detections", Detections, settings.publish_queue_size)
         self._mask_pub = _publisher("~mask", Image, settings.publish_queue_size)
-        self._batcher = self._stream_batcher("~input", settings.queue_size, self._publish_prediction)
+        self._batcher = self._stream_batcher("~input", settings.queue_size, self._publish_predictions)
         self._image_batcher = self._stream_batcher("~image", settings.image_queue_size, self._deliver_image)
         self.counters = Counters(lambda: self._batcher.dropped, lambda: self._image_batcher.dropped)
         self._next_drop_warning = 0.0  # monotonic time
@@ -246,8 +247,8 @@ class ServingFace:
         return response
 
     def _stream_batcher(self, topic, queue_size, deliver):
-        """A MicroBatcher from topic to deliver(prediction, tag, rows, model); each has its own Prediction to fill.
-        One model predicts a whole batch, and its version goes with each of the batch's predictions."""
+        """A MicroBatcher from topic to deliver(prediction, [(tag, rows), ...], model); each has its own Prediction
+        to fill. One model predicts a whole batch, and its version goes with each of the batch's predictions."""
         prediction = Prediction()
         used = [None]  # the model of the batch: predict and deliver run one after the other, never two at once
 
@@ -259,7 +260,7 @@ class ServingFace:
 
         batcher = MicroBatcher(
             predict,
-            lambda tag, rows: deliver(prediction, tag, rows, used[0]),
+            lambda deliveries: deliver(prediction, deliveries, used[0]),
             max_batch=self._settings_of().max_batch,
             queue_size=queue_size,
             on_error=lambda error: rospy.logerr_throttle(5, f"prediction of {topic} failed: {error}"),
@@ -351,12 +352,16 @@ class ServingFace:
         watched = self._annotated_pub.get_num_connections() > 0  # drawn only while someone looks
         self._image_batcher.submit((msg.header, frame if watched else None, placement), sample)
 
-    def _deliver_image(self, prediction, tag, rows, model):
+    def _deliver_image(self, prediction, deliveries, model):
+        for tag, rows in deliveries:
+            self._deliver_one_image(prediction, tag, rows, model)
+
+    def _deliver_one_image(self, prediction, tag, rows, model):
         header, frame, placement = tag
         if placement is not None:  # a detection or segmentation model's outputs
             self._deliver_frame(model, rows[0], placement, header, frame)
             return
-        self._publish_prediction(prediction, header, rows, model)
+        self._publish_predictions(prediction, [(header, rows)], model)
         if self._commands:
             self._commands.publish(rows[0][2])
         if frame is not None:
@@ -402,19 +407,32 @@ class ServingFace:
             self._next_drop_warning = time.monotonic() + 5.0
             rospy.logwarn(f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
 
-    def _publish_prediction(self, prediction, stamp_or_header, rows, model):
-        """With the batcher's own message, one call at a time (publish serialises it at once): building a
-        Prediction with its Header and Time costs more than filling one in."""
-        fill_prediction(prediction, rows, self.class_names(model), model.version)
-        if isinstance(stamp_or_header, int):  # ~input: when it was received, in ns (wall-clock time)
-            stamp = prediction.header.stamp  # the ~input batcher's own, never shared
-            stamp.secs, stamp.nsecs = divmod(stamp_or_header, 1_000_000_000)
-        elif isinstance(stamp_or_header, rospy.Time):  # ~input on simulated time
-            prediction.header.stamp, prediction.header.frame_id = stamp_or_header, ""
-        else:  # an image's header, stamp and frame_id unchanged
-            prediction.header.stamp, prediction.header.frame_id = stamp_or_header.stamp, stamp_or_header.frame_id
-        self._prediction_pub.publish(prediction)
-        self.counters.predictions_published += 1
+    def _publish_predictions(self, prediction, deliveries, model):
+        """A Prediction for each (stamp_or_header, rows) of deliveries, in the batcher's own message filled in
+        again for each (building a Prediction with its Header and Time costs more than filling one in). A lone
+        one goes through rospy's publish, the fewest steps for a slow stream's latency; several are written
+        together (publish_all)."""
+        class_names = self.class_names(model)
+        if len(deliveries) == 1:
+            self._prediction_pub.publish(_filled(prediction, *deliveries[0], class_names, model.version))
+        else:
+            filled = (_filled(prediction, tag, rows, class_names, model.version) for tag, rows in deliveries)
+            publish_all(self._prediction_pub, filled)
+        self.counters.predictions_published += len(deliveries)
+
+
+def _filled(prediction, stamp_or_header, rows, class_names, model_version):
+    """prediction filled in (fill_prediction) and stamped with stamp_or_header: ~input's receive time in ns
+    (wall-clock time) or as a rospy.Time (simulated time), or an image's header (stamp and frame_id kept)."""
+    fill_prediction(prediction, rows, class_names, model_version)
+    if isinstance(stamp_or_header, int):
+        stamp = prediction.header.stamp  # the ~input batcher's own, never shared
+        stamp.secs, stamp.nsecs = divmod(stamp_or_header, 1_000_000_000)
+    elif isinstance(stamp_or_header, rospy.Time):
+        prediction.header.stamp, prediction.header.frame_id = stamp_or_header, ""
+    else:
+        prediction.header.stamp, prediction.header.frame_id = stamp_or_header.stamp, stamp_or_header.frame_id
+    return prediction
 
 
 class _Commands:

@@ -30,7 +30,8 @@ class MicroBatcher:
     """
 
     def __init__(self, predict, deliver, max_batch=256, queue_size=100, on_error=None, inline=True):
-        """predict(x) -> a sequence of one row per sample of x; deliver(tag, rows) gets each input's rows;
+        """predict(x) -> a sequence of one row per sample of x; deliver([(tag, rows), ...]) gets a call's inputs,
+        each with its own rows, in one go (a publisher writes them together: README, Benchmark);
         on_error(exception) is told of a failed model call (its inputs are lost); inline=False: every input goes
         through the worker."""
         self._predict = predict
@@ -120,8 +121,11 @@ class MicroBatcher:
                 for one in batch:
                     self._predict_and_deliver([one])
             return
-        start = 0
+        if len(batch) == 1:
+            self._deliver([(batch[0][0], rows)])
+            return
+        deliveries, start = [], 0
         for tag, samples in batch:
-            end = start + len(samples)
-            self._deliver(tag, rows[start:end])
-            start = end
+            deliveries.append((tag, rows[start : start + len(samples)]))
+            start += len(samples)
+        self._deliver(deliveries)
