@@ -408,16 +408,12 @@ class ServingFace:
             rospy.logwarn(f"~input queue full: dropped the oldest inputs ({self._batcher.dropped} so far)")
 
     def _publish_predictions(self, prediction, deliveries, model):
-        """A Prediction for each (stamp_or_header, rows) of deliveries, in the batcher's own message filled in
-        again for each (building a Prediction with its Header and Time costs more than filling one in). A lone
-        one goes through rospy's publish, the fewest steps for a slow stream's latency; several are written
-        together (publish_all)."""
-        class_names = self.class_names(model)
-        if len(deliveries) == 1:
-            self._prediction_pub.publish(_filled(prediction, *deliveries[0], class_names, model.version))
-        else:
-            filled = (_filled(prediction, tag, rows, class_names, model.version) for tag, rows in deliveries)
-            publish_all(self._prediction_pub, filled)
+        """A Prediction for each (stamp_or_header, rows) of deliveries, written together (publish_all: also fewer
+        steps than rospy's publish for a lone one), in the batcher's own message filled in again for each
+        (building a Prediction with its Header and Time costs more than filling one in)."""
+        class_names, version = self.class_names(model), model.version
+        filled = (_filled(prediction, tag, rows, class_names, version) for tag, rows in deliveries)
+        publish_all(self._prediction_pub, filled)
         self.counters.predictions_published += len(deliveries)
 
 
