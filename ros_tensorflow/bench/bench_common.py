@@ -18,7 +18,7 @@ from ros_tensorflow.tf_free.images import image_sample
 from ros_tensorflow.tf_free.litert import LiteRtModel
 
 SAMPLE = [0.5] * 10
-SUSTAINED_RATES = (10000, 15000, 20000, 25000, 30000, 35000, 40000, 45000, 50000, 55000, 60000, 70000, 80000, 100000)
+SUSTAINED_RATES = (*range(10000, 60001, 5000), 70000, 80000, 100000, 120000, 150000)  # msg/s
 FLOOD_SENDERS = 2  # flood.py processes: together they send more than a node takes
 HERE = pathlib.Path(__file__).resolve().parent
 
