@@ -17,7 +17,7 @@ def refilled(message, values):
         yield message
 
 
-@pytest.mark.filterwarnings("ignore:The publisher should be created:SyntaxWarning")  # queue_size=None: the node's
+@pytest.mark.filterwarnings("ignore:The publisher should be created:SyntaxWarning")  # queue_size=None, as ~prediction
 def test_a_batch_reaches_the_subscriber_in_order_in_one_write(ros_master):
     topic = "/batch_publishing_test"
     publisher = rospy.Publisher(topic, Prediction, queue_size=None)
@@ -44,7 +44,7 @@ def test_a_batch_reaches_the_subscriber_in_order_in_one_write(ros_master):
     subscriber.unregister()
 
     # no subscriber: the messages are still taken (the caller's filling goes on), nothing is written
-    wait_for(lambda: publisher.get_num_connections() == 0, 30, "the subscribers gone")
+    wait_for(lambda: publisher.get_num_connections() == 0, 30, "the subscriber gone")
     taken = []
     publish_all(publisher, (taken.append(v) or Prediction(output=[v]) for v in (1.0, 2.0)))
     assert taken == [1.0, 2.0]
