@@ -121,9 +121,6 @@ class MicroBatcher:
                 for one in batch:
                     self._predict_and_deliver([one])
             return
-        if len(batch) == 1:
-            self._deliver([(batch[0][0], rows)])
-            return
         deliveries, start = [], 0
         for tag, samples in batch:
             deliveries.append((tag, rows[start : start + len(samples)]))
