@@ -152,17 +152,17 @@ def test_litert_answers_as_the_keras_cnn_for_images(k, converter):
 
 
 class _Recording:
-    """A real interpreter that records the batch size of each call."""
+    """A real interpreter's wrapper that records the batch size of each call."""
 
-    def __init__(self, interpreter, size, sizes):
-        self._interpreter, self._size, self._sizes = interpreter, size, sizes
+    def __init__(self, wrapper, size, sizes):
+        self._wrapper, self._size, self._sizes = wrapper, size, sizes
 
-    def invoke(self):
+    def Invoke(self):  # noqa: N802 - the wrapper's name
         self._sizes.append(self._size)
-        self._interpreter.invoke()
+        self._wrapper.Invoke()
 
     def __getattr__(self, name):
-        return getattr(self._interpreter, name)
+        return getattr(self._wrapper, name)
 
 
 def test_a_batch_is_split_rather_than_padded_by_more_than_an_eighth():
@@ -170,8 +170,8 @@ def test_a_batch_is_split_rather_than_padded_by_more_than_an_eighth():
     model = build_classifier()
     litert, sizes = LiteRtModel(to_tflite(model)), []
     litert._interpreters = {
-        size: (_Recording(interpreter, size, sizes), *indices)
-        for size, (interpreter, *indices) in litert._interpreters.items()
+        size: (interpreter, _Recording(wrapper, size, sizes), *indices)
+        for size, (interpreter, wrapper, *indices) in litert._interpreters.items()
     }
     for k, calls in ((5, [4, 1]), (15, [16]), (100, [64, 32, 4]), (256, [256]), (300, [256, 32, 8, 4])):
         sizes.clear()
