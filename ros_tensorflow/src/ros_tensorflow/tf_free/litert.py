@@ -67,7 +67,8 @@ class LiteRtModel:
             interpreter.resize_tensor_input(inputs[0]["index"], [size, *inputs[0]["shape"][1:]])
         interpreter.allocate_tensors()
         # predict calls its C++ wrapper's own methods: the Python ones add a check for views from tensor() (never
-        # held here), 4-6 us of a call at 200 Hz, where every step finds the caches cold (README: Benchmark)
+        # held here), 4-6 us of a call at 200 Hz, where every step finds the caches cold (README: Benchmark). The
+        # Interpreter is kept with it: it owns the model and the delegates the wrapper runs.
         wrapper = interpreter._interpreter  # noqa: SLF001
         return interpreter, wrapper, inputs[0]["index"], outputs[0]["index"]
 
