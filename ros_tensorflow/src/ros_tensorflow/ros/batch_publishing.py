@@ -21,7 +21,7 @@ def publish_all(publisher, messages):
     to each subscriber in one go. Each message is serialised as it comes, so an iterable may yield one message
     object filled in again for each. Nothing is serialised while no one subscribes. Not for latched topics."""
     impl = publisher.impl
-    if impl is None or impl.closed:  # unregistered, or closed at shutdown: nothing to publish to
+    if impl is None or impl.closed or not impl.connections:  # unregistered, closed at shutdown, or no subscriber
         for _ in messages:
             pass
         return
@@ -29,9 +29,8 @@ def publish_all(publisher, messages):
         buffer = impl.buff
         try:
             for message in messages:
-                if impl.connections:
-                    impl.seq += 1
-                    serialize_message(buffer, impl.seq, message)
+                impl.seq += 1
+                serialize_message(buffer, impl.seq, message)
             data = buffer.getvalue()
         finally:
             buffer.seek(0)
